@@ -14,7 +14,7 @@ install: $(VENV)/.installed $(AGENT_VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog,local]'
 	touch $@
 
 $(AGENT_VENV)/.installed:

@@ -118,6 +118,7 @@ class _Collector(http.server.BaseHTTPRequestHandler):
     bodies: list[tuple[dict[str, str], bytes]] = []
     status = 200
     delay = 0.0
+    drop_idle = False  # close the connection after answering, without saying so
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -127,6 +128,8 @@ class _Collector(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
         self.end_headers()
+        if type(self).drop_idle:
+            self.close_connection = True
 
     def log_message(self, *args: object) -> None:
         pass
@@ -205,9 +208,20 @@ def test_export_blackhole_is_bounded_by_the_timeout() -> None:
 def test_export_reconnects_when_the_collector_closed_the_connection(collector) -> None:
     url, handler = collector
     exporter = OtlpHttpExporter(url)
+    handler.drop_idle = True  # as a collector does with connections idle during a freeze
     exporter.export(make_spans(), timeout=2.0)
-    # The collector drops idle connections (as after a long freeze).
-    assert exporter._conn is not None and exporter._conn.sock is not None
-    exporter._conn.sock.shutdown(socket.SHUT_RDWR)
+    time.sleep(0.05)
     exporter.export(make_spans(), timeout=2.0)
-    assert len(handler.bodies) == 2
+    exporter.export(make_spans(), timeout=2.0)
+    assert len(handler.bodies) == 3
+
+
+def test_export_speaks_http11_to_the_official_parser(collector) -> None:
+    url, handler = collector
+    exporter = OtlpHttpExporter(url, headers={"x-scope": "a b"})
+    for _ in range(3):
+        exporter.export(make_spans()[:2], timeout=2.0)
+    assert len(handler.bodies) == 3
+    headers = handler.bodies[0][0]
+    assert headers["Host"].startswith("127.0.0.1:")
+    assert headers["x-scope"] == "a b"

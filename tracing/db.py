@@ -134,10 +134,24 @@ def _server_attributes(conn: Any) -> dict[str, types.AttributeValue]:
 
 
 def _open_query_span(query: Any, cursor: Any) -> SpanScope:
-    info = describe_query(_query_text(query, cursor))
-    attributes = dict(info.attributes)
-    attributes.update(_server_attributes(cursor.connection))
-    return SpanScope(info.span_name, SpanKind.CLIENT, attributes)
+    text = _query_text(query, cursor)
+    conn = cursor.connection
+    # Statement and server attributes together, cached per connection and statement.
+    per_conn: dict[str, tuple[str, dict[str, types.AttributeValue]]] | None = getattr(
+        conn, "_tracing_queries", None
+    )
+    if per_conn is None:
+        per_conn = {}
+        with contextlib.suppress(AttributeError):
+            conn._tracing_queries = per_conn
+    hit = per_conn.get(text)
+    if hit is None:
+        info = describe_query(text)
+        attributes = {**info.attributes, **_server_attributes(conn)}
+        if len(per_conn) >= _CACHE_SIZE:
+            per_conn.clear()
+        hit = per_conn[text] = (info.span_name, attributes)
+    return SpanScope(hit[0], SpanKind.CLIENT, hit[1])
 
 
 def _close_query_span(scope: SpanScope, cursor: Any, exc: BaseException | None) -> None:

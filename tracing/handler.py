@@ -212,7 +212,6 @@ def _describe(
             names.FAAS_TRIGGER: "http",
             names.HTTP_REQUEST_METHOD: method,
             names.URL_PATH: path,
-            names.URL_SCHEME: "https",
             names.DD_RESOURCE_NAME: name,
             names.DD_SPAN_TYPE: "serverless",
         }

@@ -1,0 +1,51 @@
+"""Importing the toolkit stays cheap: heavy modules load only when they are needed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.agent import ROOT
+
+HEAVY = ("ddtrace", "requests", "grpc", "google.protobuf", "urllib3", "psycopg", "boto3")
+
+
+def loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:
+    script = code + "\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def heavy_in(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] in HEAVY or m.startswith(HEAVY)}
+
+
+def test_import_tracing_loads_no_exporter_and_no_sdk() -> None:
+    modules = loaded_after("import tracing")
+    assert heavy_in(modules) == set()
+    assert "tracing.otlp" not in modules
+    assert "tracing.datadog" not in modules
+    assert not any(m.startswith("opentelemetry.sdk") for m in modules)
+    assert "http.client" not in modules
+
+
+def test_otlp_setup_needs_no_requests_nor_protobuf() -> None:
+    modules = loaded_after("import tracing; tracing.setup_tracing()")
+    assert "tracing.otlp" in modules
+    assert heavy_in(modules) == set()
+
+
+def test_datadog_is_imported_only_when_chosen() -> None:
+    modules = loaded_after(
+        "import tracing; tracing.setup_tracing(exporter='datadog')",
+        env={"DD_TRACE_AGENT_URL": "http://127.0.0.1:9"},
+    )
+    assert "ddtrace" in modules
