@@ -59,3 +59,33 @@ def test_agent():
     agent = TestAgent()
     yield agent
     agent.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (TLS only, throwaway CA), migrated, for the whole session."""
+    from tests.pg import migrate, new_server
+
+    server = new_server()
+    migrate(server)
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def dsql_env(postgres, monkeypatch: pytest.MonkeyPatch):
+    """The handlers' DSQL settings pointed at the test server: token auth, verify-full TLS."""
+    for name in ("DATABASE_URL", "DB_USER", "DB_SSLROOTCERT", "DB_CONNECT_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLUSTER_ENDPOINT", "localhost")
+    monkeypatch.setenv("PGPORT", str(postgres.port))
+    monkeypatch.setenv("PGSSLROOTCERT", str(postgres.ca_file))
+    monkeypatch.setenv("PGSSLNEGOTIATION", "postgres")  # the server is PostgreSQL 15
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTESTTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret-key-for-signing-only")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    postgres.psql("DELETE FROM todos")
+    return postgres

@@ -1,0 +1,16 @@
+"""The insert function: ``POST /todos``, ``PATCH /todos/{id}``, ``DELETE /todos/{id}``.
+
+Lambda handler: ``handlers.insert.handler``.  Init connects to the database
+(token and connect are cold-start phases under ``aws.lambda.init``).
+"""
+
+from handlers.api import WRITE_OPERATIONS, TodoApi, build_handler
+from handlers.database import Database
+from handlers.store import TodoStore
+from tracing import setup_tracing
+
+setup_tracing()
+
+database = Database.from_env()
+database.warm_up()
+handler = build_handler(TodoApi(TodoStore(database)), WRITE_OPERATIONS)

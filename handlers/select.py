@@ -1,0 +1,15 @@
+"""The select function: ``GET /todos`` (newest first, paginated) and ``GET /todos/{id}``.
+
+Lambda handler: ``handlers.select.handler``.
+"""
+
+from handlers.api import READ_OPERATIONS, TodoApi, build_handler
+from handlers.database import Database
+from handlers.store import TodoStore
+from tracing import setup_tracing
+
+setup_tracing()
+
+database = Database.from_env()
+database.warm_up()
+handler = build_handler(TodoApi(TodoStore(database)), READ_OPERATIONS)
