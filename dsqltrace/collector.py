@@ -1,13 +1,14 @@
-"""A local OTLP/HTTP trace receiver: ``/v1/traces``, protobuf or JSON, stored as OTLP JSON lines.
+"""``dsqltrace collector``: a local OTLP/HTTP trace receiver, stored as OTLP JSON lines.
 
-Each request is stored as one line: ``{"received_ns": ..., "request": <ExportTraceServiceRequest
-in the OTLP JSON encoding>}`` (hex ids, integer enums), so that the report can
-tell spans that arrived late from spans that arrived before the handler
-returned.  Answers as the OTLP specification says: 200 with an empty
-``ExportTraceServiceResponse`` (protobuf or ``{}``), 400 for a body that does
-not decode, 404/405 elsewhere, 415 for other content types.  It is a small
-asyncio server so that its answer is quick: on loopback the function's flush
-waits for it.
+Listens on ``/v1/traces`` for protobuf and JSON bodies (gzip allowed) and
+answers as the OTLP specification says: 200 with an empty
+``ExportTraceServiceResponse`` (protobuf, or ``{}`` for JSON), 400 with a
+status for a body that does not decode, 404/405 elsewhere, 415 for other
+content types.  Each accepted request is appended to the output file as one
+line, ``{"received_ns": ..., "request": <ExportTraceServiceRequest, OTLP JSON
+encoding: hex ids, integer enums>}``, so that the report can tell spans that
+arrived after their invocation returned.  The answer goes out before the
+JSON conversion: on loopback, the function's flush waits for it.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dsqltrace.httpserver import HttpRequest, HttpResponse, bound_port, json_response, start
+
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
-_MAX_BODY = 32 * 1024 * 1024
 
 
 def parse_protobuf(body: bytes) -> Any:
-    """Decode an ExportTraceServiceRequest (raises ValueError-like errors on bad input)."""
+    """Decode an ExportTraceServiceRequest (raises on a body that is not one)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -38,13 +41,8 @@ def parse_protobuf(body: bytes) -> Any:
     return message
 
 
-def protobuf_to_json(body: bytes) -> dict[str, Any]:
-    """Decode an ExportTraceServiceRequest into the OTLP JSON encoding."""
-    return message_to_json(parse_protobuf(body))
-
-
 def message_to_json(message: Any) -> dict[str, Any]:
-    """An ExportTraceServiceRequest message in the OTLP JSON encoding (hex ids, integer enums)."""
+    """An ExportTraceServiceRequest in the OTLP JSON encoding (hex ids, integer enums)."""
     from google.protobuf.json_format import MessageToDict
 
     data: dict[str, Any] = MessageToDict(message, use_integers_for_enums=True)
@@ -69,49 +67,6 @@ def count_spans(request: dict[str, Any]) -> int:
     )
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection: buffers bytes, answers each complete HTTP/1.1 request."""
-
-    def __init__(self, collector: Collector) -> None:
-        self._collector = collector
-        self._buffer = b""
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while self._transport is not None and not self._transport.is_closing():
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > 65536:
-                    self._transport.close()
-                return
-            head = self._buffer[:end].decode("latin-1")
-            request_line, *header_lines = head.split("\r\n")
-            method, target, _ = ([*request_line.split(" ", 2), "", ""])[:3]
-            headers = {}
-            for line in header_lines:
-                if ":" in line:
-                    k, v = line.split(":", 1)
-                    headers[k.strip().lower()] = v.strip()
-            try:
-                length = int(headers.get("content-length", "0") or 0)
-            except ValueError:
-                length = -1
-            if length < 0 or length > _MAX_BODY:
-                self._collector._respond(self._transport, 413, b"", "text/plain", close=True)
-                return
-            if len(self._buffer) < end + 4 + length:
-                return  # the body is still coming
-            body = self._buffer[end + 4 : end + 4 + length]
-            self._buffer = self._buffer[end + 4 + length :]
-            keep = headers.get("connection", "").lower() != "close"
-            self._collector._dispatch(self._transport, method, target, headers, body, keep)
-
-
 class Collector:
     """Receives OTLP/HTTP traces and appends them to ``out`` (one request per line)."""
 
@@ -121,91 +76,64 @@ class Collector:
         self.spans = 0
         out.parent.mkdir(parents=True, exist_ok=True)
         self._file = out.open("a", encoding="utf-8")
+        self._pending: list[tuple[int, Any]] = []
 
-    def protocol(self) -> asyncio.Protocol:
-        """A protocol instance for one client connection."""
-        return _Connection(self)
-
-    def _dispatch(
-        self,
-        writer: asyncio.Transport,
-        method: str,
-        target: str,
-        headers: dict[str, str],
-        body: bytes,
-        keep: bool,
-    ) -> None:
+    def handle(self, request: HttpRequest) -> HttpResponse:
         received = time.time_ns()
-        if target.split("?", 1)[0] != "/v1/traces":
-            self._respond(writer, 404, b"", "text/plain", close=not keep)
-            return
-        if method != "POST":
-            self._respond(writer, 405, b"", "text/plain", close=not keep)
-            return
-        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.path != "/v1/traces":
+            return HttpResponse(404)
+        if request.method != "POST":
+            return HttpResponse(405, headers=[("Allow", "POST")])
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
-            if headers.get("content-encoding", "").lower() == "gzip":
+            body = request.body
+            if request.headers.get("content-encoding", "").lower() == "gzip":
                 body = gzip.decompress(body)
             if content_type == "application/x-protobuf":
-                request: Any = parse_protobuf(body)
-                answer, answer_type = b"", "application/x-protobuf"
+                parsed: Any = parse_protobuf(body)
+                answer = HttpResponse(200, b"", [("Content-Type", "application/x-protobuf")])
             elif content_type == "application/json":
-                request = json.loads(body)
-                if not isinstance(request, dict):
-                    raise ValueError("not an ExportTraceServiceRequest")
-                answer, answer_type = b"{}", "application/json"
+                parsed = json.loads(body)
+                if not isinstance(parsed, dict):
+                    raise ValueError("not an ExportTraceServiceRequest object")
+                answer = json_response(200, b"{}")
             else:
-                self._respond(writer, 415, b"", "text/plain", close=not keep)
-                return
-        except Exception as exc:  # a body that does not decode, whatever the decoder raises
-            message = json.dumps({"code": 3, "message": f"bad request: {exc}"[:200]}).encode()
-            self._respond(writer, 400, message, "application/json", close=not keep)
-            return
-        # Answer first: the function's flush waits for this; the JSON conversion can wait.
-        self._respond(writer, 200, answer, answer_type, close=not keep)
-        if not isinstance(request, dict):
-            request = message_to_json(request)
-        self.requests += 1
-        self.spans += count_spans(request)
-        self._file.write(json.dumps({"received_ns": received, "request": request}) + "\n")
+                return HttpResponse(415)
+        except Exception as exc:  # whatever the decoder raises for a bad body
+            status = json.dumps({"code": 3, "message": f"bad request: {exc}"[:300]}).encode()
+            return json_response(400, status)
+        self._pending.append((received, parsed))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._store)
+        return answer
+
+    def _store(self) -> None:
+        """Convert and write what arrived (after the answers went out)."""
+        pending, self._pending = self._pending, []
+        for received, parsed in pending:
+            request = parsed if isinstance(parsed, dict) else message_to_json(parsed)
+            self.requests += 1
+            self.spans += count_spans(request)
+            self._file.write(json.dumps({"received_ns": received, "request": request}) + "\n")
         self._file.flush()
 
-    @staticmethod
-    def _respond(
-        writer: asyncio.Transport, status: int, body: bytes, content_type: str, *, close: bool
-    ) -> None:
-        reason = {
-            200: "OK",
-            400: "Bad Request",
-            404: "Not Found",
-            405: "Method Not Allowed",
-            413: "Payload Too Large",
-            415: "Unsupported Media Type",
-        }[status]
-        head = (
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            + ("Connection: close\r\n" if close else "")
-            + ("Allow: POST\r\n" if status == 405 else "")
-            + "\r\n"
-        )
-        writer.write(head.encode() + body)
-        if close:
-            writer.close()
-
     def close(self) -> None:
+        if self._pending:
+            self._store()
         self._file.close()
 
 
-async def serve(host: str, port: int, out: Path, *, ready: Any = None) -> None:
-    """Run the collector until SIGINT or SIGTERM."""
+async def serve(
+    host: str, port: int, out: Path, *, ready: Callable[[int], None] | None = None
+) -> Collector:
+    """Run the collector until SIGINT or SIGTERM; returns it (with its counts) when stopped."""
     collector = Collector(out)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(collector.protocol, host, port)
+    server = await start(collector.handle, host, port)
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    bound = server.sockets[0].getsockname()[1]
+    bound = bound_port(server)
     print(f"collector listening on http://{host}:{bound}/v1/traces, writing {out}", flush=True)
     if ready is not None:
         ready(bound)
@@ -213,16 +141,26 @@ async def serve(host: str, port: int, out: Path, *, ready: Any = None) -> None:
         await stop.wait()
     collector.close()
     print(f"collector stopped: {collector.requests} requests, {collector.spans} spans", flush=True)
+    return collector
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=4318, help="port (default 4318, OTLP/HTTP)")
+    parser.add_argument(
+        "--out", type=Path, default=Path(".local/spans.jsonl"), help="where spans are appended"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(serve(args.host, args.port, args.out))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dsqltrace collector", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=4318)
-    parser.add_argument("--out", type=Path, default=Path(".local/spans.jsonl"))
-    args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.out))
-    return 0
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ id; the migration waits for it with ``sys.wait_for_job``.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from typing import Any
 
@@ -34,9 +35,23 @@ def statements(engine: str) -> list[str]:
     return result
 
 
+def engine_of(database: Database) -> str:
+    """``dsql`` for an Aurora DSQL endpoint (``*.on.aws``), else ``postgres``.
+
+    ``DB_ENGINE`` (``dsql`` or ``postgres``) overrides the guess.
+    """
+    forced = os.environ.get("DB_ENGINE", "").strip().lower()
+    if forced in ("dsql", "postgres"):
+        return forced
+    endpoint = database.settings.endpoint
+    if database.settings.database_url is None and endpoint and endpoint.endswith(".on.aws"):
+        return "dsql"
+    return "postgres"
+
+
 def migrate(database: Database) -> list[str]:
     """Apply the schema; returns the statements run."""
-    engine = "postgres" if database.settings.database_url else "dsql"
+    engine = engine_of(database)
     conn: Any = database.connection()
     done = []
     for statement in statements(engine):
