@@ -285,7 +285,6 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
             sign=args.sign,
         )
     )
-    echo(
-        f"{result.requests} requests in {result.elapsed_s:.1f} s, statuses {dict(sorted(result.statuses.items()))}"
-    )
+    statuses = dict(sorted(result.statuses.items()))
+    echo(f"{result.requests} requests in {result.elapsed_s:.1f} s, statuses {statuses}")
     return 0 if result.requests and not result.server_errors else 1

@@ -1,12 +1,13 @@
 """``dsqltrace serve``: the Todo functions in the emulator, behind a local Function URL.
 
 With ``DATABASE_URL`` (or ``CLUSTER_ENDPOINT``) set, the functions use that
-database (migrate it first with ``dsqltrace migrate``).  Without either, the embedded PostgreSQL is started
-(data in ``.local/pg``), migrated, and the functions connect to it the way they
-connect to Aurora DSQL: an IAM auth token made by boto3 as the password (with
-placeholder credentials when none are configured: the local server does not
-check it), TLS with ``sslmode=verify-full`` against the throwaway CA.  Spans go
-where the ``OTEL_*`` variables say; by default to the local collector on
+database (migrate it first with ``dsqltrace migrate``).  Without either, the
+embedded PostgreSQL is started (data in ``.local/pg``), migrated, and the
+functions connect to it the way they connect to Aurora DSQL: an IAM auth
+token made by boto3 as the password (with placeholder credentials when none
+are configured: the local server does not check it), and TLS with
+``sslmode=verify-full`` against the throwaway CA.  Spans go where the
+``OTEL_*`` variables say; by default to the local collector on
 ``http://127.0.0.1:4318``.
 """
 

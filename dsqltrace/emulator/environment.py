@@ -13,6 +13,7 @@ runs between invocations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -99,6 +100,7 @@ class Environment:
         self._server: asyncio.Server | None = None
         self.process: asyncio.subprocess.Process | None = None
         self._on_dead: list[Callable[[Environment], None]] = []
+        self._tasks: list[asyncio.Future[None]] = []
 
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -117,8 +119,10 @@ class Environment:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
-        asyncio.ensure_future(self._pump_output())
-        asyncio.ensure_future(self._watch_exit())
+        self._tasks = [
+            asyncio.ensure_future(self._pump_output()),
+            asyncio.ensure_future(self._watch_exit()),
+        ]
 
     def on_dead(self, callback: Callable[[Environment], None]) -> None:
         self._on_dead.append(callback)
@@ -148,10 +152,8 @@ class Environment:
 
     def _signal(self, sig: int) -> None:
         if self.process is not None and self.process.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def freeze(self) -> None:
         if self._freeze and not self.frozen and self.state == "idle":
