@@ -7,9 +7,19 @@ AGENT_VENV := .venv-agent
 # The Datadog APM test agent pins older OpenTelemetry protos: its own virtualenv.
 AGENT_VERSION := 1.69.1
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install postgres-binaries demo test lint typecheck pytest bench clean
 
-install: $(VENV)/.installed $(AGENT_VENV)/.installed
+install: postgres-binaries $(VENV)/.installed $(AGENT_VENV)/.installed
+
+# The embedded PostgreSQL needs the server binaries (initdb, pg_ctl, postgres).
+postgres-binaries:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+		|| [ -n "$$DSQLTRACE_PG_BIN" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing PostgreSQL server binaries (apt-get install postgresql)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "PostgreSQL server binaries are missing: install them (apt-get install postgresql)" \
+		"or set DSQLTRACE_PG_BIN"; exit 1; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +32,12 @@ $(AGENT_VENV)/.installed:
 	$(AGENT_VENV)/bin/python -m pip install -q --disable-pip-version-check 'ddapm-test-agent==$(AGENT_VERSION)'
 	touch $@
 
+# `make demo USERS=100 DURATION=60` (or ARGS="--users 100 ...") passes options to `dsqltrace demo`.
+DEMO_ARGS := $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) \
+	$(if $(MIX),--mix $(MIX)) $(if $(OUT),--out $(OUT)) $(ARGS)
+
 demo: install
-	$(BIN)/dsqltrace demo $(ARGS)
+	$(BIN)/dsqltrace demo $(DEMO_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -104,6 +104,7 @@ class Collector:
             return json_response(400, status)
         self._pending.append((received, parsed))
         if len(self._pending) == 1:
+            # Converted and written after the answers that are ready have gone out.
             asyncio.get_running_loop().call_soon(self._store)
         return answer
 

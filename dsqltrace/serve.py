@@ -24,7 +24,8 @@ from dsqltrace.app import ROOT, function_env, todo_functions, todo_routes
 from dsqltrace.emulator.server import Emulator
 from dsqltrace.pg import EmbeddedPostgres
 
-LOCAL = ROOT / ".local"
+#: Where the local stack keeps its data (``DSQLTRACE_DATA_DIR`` overrides).
+LOCAL = Path(os.environ.get("DSQLTRACE_DATA_DIR") or ROOT / ".local")
 
 
 def local_database(folder: Path = LOCAL / "pg") -> tuple[EmbeddedPostgres, dict[str, str]]:

@@ -78,12 +78,12 @@ class TestAgent:
 
     @staticmethod
     def get(base: str, path: str) -> Any:
-        with urllib.request.urlopen(base + path, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(base + path, timeout=5) as response:
             return json.loads(response.read() or b"null")
 
     def clear(self) -> None:
         for base in (self.trace_url, self.otlp_url):
-            with urllib.request.urlopen(base + "/test/session/clear", timeout=5):  # noqa: S310
+            with urllib.request.urlopen(base + "/test/session/clear", timeout=5):
                 pass
 
     def datadog_traces(self) -> list[list[dict[str, Any]]]:

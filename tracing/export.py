@@ -79,7 +79,7 @@ class InvocationSpanProcessor(SpanProcessor):
     ) -> None:
         self._sender = sender
         self._timeout = timeout_ms / 1000.0
-        self._queue: deque[ReadableSpan] = deque()
+        self._queue: deque[ReadableSpan] = deque(maxlen=max_queue_size)
         self._max_queue = max_queue_size
         self._lock = threading.Lock()
         self._backoff = Backoff(max_cooloff_ms / 1000.0)
@@ -92,11 +92,10 @@ class InvocationSpanProcessor(SpanProcessor):
         ctx = span.context
         if ctx is None or not ctx.trace_flags.sampled:
             return
-        with self._lock:
-            if len(self._queue) >= self._max_queue:
-                self._queue.popleft()
-                self.stats.dropped += 1
-            self._queue.append(span)
+        queue = self._queue
+        if len(queue) >= self._max_queue:
+            self.stats.dropped += 1  # the bounded deque drops the oldest on append
+        queue.append(span)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Export every kept span; True when they were delivered (or none was kept)."""

@@ -102,7 +102,7 @@ class SpanScope:
 class _Traced:
     """What :func:`traced` returns when not given a function: decorator and context manager."""
 
-    __slots__ = ("_attributes", "_kind", "_name", "_record_exception", "_scopes")
+    __slots__ = ("_attributes", "_kind", "_name", "_named", "_record_exception", "_scopes")
 
     def __init__(
         self,
@@ -116,14 +116,18 @@ class _Traced:
         self._record_exception = record_exception
         self._attributes = dict(attributes or {})
         self._scopes: list[SpanScope] = []
+        self._named: tuple[str, dict[str, types.AttributeValue]] | None = None
 
     def _open(self, name: str) -> SpanScope:
-        attributes: dict[str, types.AttributeValue] = {
-            names.DD_OPERATION_NAME: name,
-            names.DD_RESOURCE_NAME: name,
-            **self._attributes,
-        }
-        return SpanScope(name, self._kind, attributes, record_exception=self._record_exception)
+        named = self._named
+        if named is None or named[0] != name:
+            attributes: dict[str, types.AttributeValue] = {
+                names.DD_OPERATION_NAME: name,
+                names.DD_RESOURCE_NAME: name,
+                **self._attributes,
+            }
+            named = self._named = (name, attributes)
+        return SpanScope(name, self._kind, named[1], record_exception=self._record_exception)
 
     def __call__(self, function: F) -> F:
         name = self._name or function.__qualname__

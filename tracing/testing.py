@@ -48,7 +48,11 @@ class InMemorySender:
 
 
 def capture_spans(
-    *, service_name: str = "test", flush_timeout_ms: int = 250, export_cooloff_ms: int = 30_000
+    *,
+    service_name: str = "test",
+    flush_timeout_ms: int = 250,
+    export_cooloff_ms: int = 30_000,
+    max_queue_size: int = 2048,
 ) -> InMemorySender:
     """Set up tracing whose per-invocation flush delivers to the returned sender."""
     setup.setup_tracing(service_name=service_name, exporter="none")
@@ -56,7 +60,10 @@ def capture_spans(
     assert rt is not None and isinstance(rt.provider, TracerProvider)
     sender = InMemorySender()
     processor = InvocationSpanProcessor(
-        sender, timeout_ms=flush_timeout_ms, max_cooloff_ms=export_cooloff_ms
+        sender,
+        timeout_ms=flush_timeout_ms,
+        max_cooloff_ms=export_cooloff_ms,
+        max_queue_size=max_queue_size,
     )
     rt.provider.add_span_processor(processor)
     rt.processor = processor

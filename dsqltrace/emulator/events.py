@@ -27,6 +27,24 @@ def _is_text(content_type: str) -> bool:
     )
 
 
+def _iam_authorizer(authorization: str, account_id: str) -> dict[str, Any] | None:
+    """What AWS_IAM auth adds for a SigV4-signed request (the signature is not checked here)."""
+    if not authorization.startswith("AWS4-HMAC-SHA256") or "Credential=" not in authorization:
+        return None
+    access_key = authorization.split("Credential=", 1)[1].split("/", 1)[0]
+    return {
+        "iam": {
+            "accessKey": access_key,
+            "accountId": account_id,
+            "callerId": "AIDALOCALEMULATOR",
+            "cognitoIdentity": None,
+            "principalOrgId": None,
+            "userArn": f"arn:aws:iam::{account_id}:user/local",
+            "userId": "AIDALOCALEMULATOR",
+        }
+    }
+
+
 def to_event(
     request: HttpRequest,
     *,
@@ -47,40 +65,32 @@ def to_event(
             headers[name] = value
     domain = f"{url_id}.lambda-url.{region}.on.aws"
     raw_query = request.query
+    authorizer = _iam_authorizer(request.headers.get("authorization", ""), account_id)
     context: dict[str, Any] = {
-        "accountId": "anonymous",
+        "accountId": account_id if authorizer else "anonymous",
         "apiId": url_id,
         "authentication": None,
-        "domainName": domain,
-        "domainPrefix": url_id,
-        "http": {
-            "method": request.method,
-            "path": request.path,
-            "protocol": "HTTP/1.1",
-            "sourceIp": request.peer or "127.0.0.1",
-            "userAgent": request.headers.get("user-agent", ""),
-        },
-        "requestId": request_id or str(uuid.uuid4()),
-        "routeKey": "$default",
-        "stage": "$default",
-        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now_ms / 1000)),
-        "timeEpoch": now_ms,
     }
-    authorization = request.headers.get("authorization", "")
-    if authorization.startswith("AWS4-HMAC-SHA256") and "Credential=" in authorization:
-        access_key = authorization.split("Credential=", 1)[1].split("/", 1)[0]
-        context["accountId"] = account_id
-        context["authorizer"] = {
-            "iam": {
-                "accessKey": access_key,
-                "accountId": account_id,
-                "callerId": "AIDALOCALEMULATOR",
-                "cognitoIdentity": None,
-                "principalOrgId": None,
-                "userArn": f"arn:aws:iam::{account_id}:user/local",
-                "userId": "AIDALOCALEMULATOR",
-            }
+    if authorizer:
+        context["authorizer"] = authorizer
+    context.update(
+        {
+            "domainName": domain,
+            "domainPrefix": url_id,
+            "http": {
+                "method": request.method,
+                "path": request.path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": request.peer or "127.0.0.1",
+                "userAgent": request.headers.get("user-agent", ""),
+            },
+            "requestId": request_id or str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now_ms / 1000)),
+            "timeEpoch": now_ms,
         }
+    )
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": "$default",
@@ -96,6 +106,7 @@ def to_event(
             params[key] = f"{params[key]},{value}" if key in params else value
         event["queryStringParameters"] = params
     event["requestContext"] = context
+    encoded = False
     if request.body:
         text = None
         if _is_text(request.headers.get("content-type", "")):
@@ -103,11 +114,10 @@ def to_event(
                 text = request.body.decode("utf-8")
             except UnicodeDecodeError:
                 text = None
+        encoded = text is None
         event["body"] = text if text is not None else base64.b64encode(request.body).decode()
-        event["isBase64Encoded"] = text is None
-    else:
-        event["isBase64Encoded"] = False
     event["pathParameters"] = None
+    event["isBase64Encoded"] = encoded
     event["stageVariables"] = None
     return event
 

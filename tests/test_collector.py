@@ -1,0 +1,152 @@
+"""The local collector, fed by the real OpenTelemetry SDK exporter, the toolkit's, and raw JSON."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from dsqltrace.pg import free_port
+from tests.agent import ROOT
+from tracing.otlp import OtlpHttpExporter
+
+
+@pytest.fixture
+def collector(tmp_path: Path):
+    port = free_port()
+    out = tmp_path / "spans.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dsqltrace.collector", "--port", str(port), "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert "listening" in process.stdout.readline()
+    yield f"http://127.0.0.1:{port}", out
+    process.terminate()
+    process.wait(10)
+
+
+def stored(out: Path) -> list[dict]:
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def post(url: str, body: bytes, content_type: str, **headers: str) -> tuple[int, bytes, str]:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type, **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read(), response.headers["Content-Type"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+
+def spans_from_sdk(exporter) -> None:
+    provider = TracerProvider(resource=Resource({"service.name": "sdk-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("parent") as parent:
+        parent.set_attribute("answer", 42)
+        with tracer.start_as_current_span("child"):
+            pass
+    provider.shutdown()
+
+
+def test_official_sdk_exporter_protobuf(collector) -> None:
+    url, out = collector
+    spans_from_sdk(OTLPSpanExporter(endpoint=f"{url}/v1/traces"))
+    requests = stored(out)
+    spans = [
+        s
+        for r in requests
+        for rs in r["request"]["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
+    ]
+    assert sorted(s["name"] for s in spans) == ["child", "parent"]
+    parent = next(s for s in spans if s["name"] == "parent")
+    child = next(s for s in spans if s["name"] == "child")
+    assert len(parent["traceId"]) == 32 and len(parent["spanId"]) == 16  # hex, as OTLP JSON
+    assert child["parentSpanId"] == parent["spanId"]
+    assert parent["attributes"] == [{"key": "answer", "value": {"intValue": "42"}}]
+    assert all(r["received_ns"] > 0 for r in requests)
+
+
+def test_toolkit_exporter_with_gzip(collector) -> None:
+    url, out = collector
+
+    class Sender:
+        def __init__(self) -> None:
+            self.exporter = OtlpHttpExporter(f"{url}/v1/traces", compression="gzip")
+
+        def export(self, spans):
+            self.exporter.export(spans, timeout=2)
+            from opentelemetry.sdk.trace.export import SpanExportResult
+
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            self.exporter.close()
+
+        def force_flush(self, timeout_millis: int = 0) -> bool:
+            return True
+
+    spans_from_sdk(Sender())
+    assert len(stored(out)) == 2
+
+
+def test_json_bodies_and_protocol_errors(collector) -> None:
+    url, out = collector
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": []},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "5b8efff798038103d269b633813fc60c",
+                                "spanId": "eee19b7ec3c1b174",
+                                "name": "json-span",
+                                "kind": 2,
+                                "startTimeUnixNano": "1",
+                                "endTimeUnixNano": "2",
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    status, answer, content_type = post(
+        f"{url}/v1/traces", json.dumps(body).encode(), "application/json"
+    )
+    assert (status, answer, content_type) == (200, b"{}", "application/json")
+    status, answer, _ = post(
+        f"{url}/v1/traces",
+        gzip.compress(json.dumps(body).encode()),
+        "application/json",
+        **{"Content-Encoding": "gzip"},
+    )
+    assert status == 200
+    assert [r["request"] for r in stored(out)] == [body, body]
+    status, answer, _ = post(f"{url}/v1/traces", b"\xff\x00garbage", "application/x-protobuf")
+    assert status == 400 and json.loads(answer)["code"] == 3
+    assert post(f"{url}/v1/traces", b"{", "application/json")[0] == 400
+    assert post(f"{url}/v1/traces", b"x", "text/plain")[0] == 415
+    assert post(f"{url}/v1/metrics", b"", "application/x-protobuf")[0] == 404
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"{url}/v1/traces", timeout=5)
+    assert caught.value.code == 405
+    assert len(stored(out)) == 2

@@ -1,0 +1,96 @@
+"""End to end: `dsqltrace demo` with a few users for a few seconds, then its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.agent import ROOT
+from tracing import names
+
+
+@pytest.fixture(scope="module")
+def demo_run() -> Path:
+    data = Path(tempfile.mkdtemp(prefix="dsqltrace-demo-"))
+    data.chmod(0o755)  # the embedded server runs as `postgres` when we are root
+    out = data / "report"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DD_", "AWS_", "PG"))}
+    env["DSQLTRACE_DATA_DIR"] = str(data)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dsqltrace.cli",
+            "demo",
+            "--users",
+            "4",
+            "--duration",
+            "4",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Seed (Rust" in result.stdout
+    return out
+
+
+def test_report_has_every_span_the_functions_emit(demo_run: Path) -> None:
+    figures = json.loads((demo_run / "report.json").read_text())
+    expected = [
+        names.LAMBDA_INVOCATION,
+        names.LAMBDA_INIT,
+        names.DSQL_TOKEN_GENERATE,
+        names.DSQL_CONNECT,
+        names.SAVE_TODO,
+        names.QUERY_TODOS,
+        "INSERT todos",
+        "SELECT todos",
+    ]
+    for name in expected:
+        row = figures["spans"][name]
+        assert row["count"] > 0, name
+        assert 0 < row["p50"] <= row["p95"] <= row["p99"] <= row["max"], name
+    assert figures["routes"]["POST /todos"]["count"] > 0
+    assert figures["routes"]["GET /todos"]["count"] > 0
+
+
+def test_cold_starts_equal_environments_and_no_span_is_late_or_lost(demo_run: Path) -> None:
+    totals = json.loads((demo_run / "report.json").read_text())["totals"]
+    assert totals["cold_starts"] == totals["environments_created"] > 0
+    assert totals["cold_invocations_emulator"] == totals["environments_created"]
+    assert totals["requests"] > 0 and totals["errors"] == 0
+    assert totals["spans_late"] == 0
+    assert totals["spans_lost"] == 0
+    # Every invocation's root span arrived, despite the freezes.
+    invocations = [
+        json.loads(line) for line in (demo_run / "invocations.jsonl").read_text().splitlines()
+    ]
+    answered = [
+        r for r in invocations if r["record"] == "invocation" and r["outcome"] == "response"
+    ]
+    assert figures_roots(demo_run) == len(answered)
+
+
+def figures_roots(run: Path) -> int:
+    figures = json.loads((run / "report.json").read_text())
+    return figures["spans"][names.LAMBDA_INVOCATION]["count"]
+
+
+def test_html_report_is_self_contained(demo_run: Path) -> None:
+    page = (demo_run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "Where the time goes" in page

@@ -1,0 +1,200 @@
+"""The Lambda emulator with the real awslambdaric: events, reuse, freeze, errors, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dsqltrace.app import ROOT
+from dsqltrace.emulator.function import FunctionConfig
+from dsqltrace.emulator.server import Emulator, Route
+
+
+def run_emulator(
+    handler: str,
+    scenario: Callable[[str, Emulator], Any],
+    *,
+    env: dict[str, str] | None = None,
+    records: Path | None = None,
+    **config: Any,
+) -> tuple[Any, str]:
+    """Start an emulator with one function, run ``scenario(url, emulator)``, stop; returns its result and the log."""
+    log = io.StringIO()
+
+    async def main() -> Any:
+        function = FunctionConfig("fn", handler, env=env or {}, **config)
+        emulator = Emulator(
+            [function], [Route(frozenset(), "/", "fn")], task_root=ROOT, records=records, log=log
+        )
+        port = await emulator.start()
+        try:
+            return await scenario(f"http://127.0.0.1:{port}", emulator)
+        finally:
+            await emulator.stop()
+
+    return asyncio.run(main()), log.getvalue()
+
+
+async def get(url: str, path: str = "/", **kwargs: Any) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.get(url + path, **kwargs)
+
+
+def test_invocation_event_context_and_environment() -> None:
+    async def scenario(url: str, emulator: Emulator) -> dict:
+        response = await get(url, "/things/1?b=2&a=1&a=3", headers={"cookie": "c1=x; c2=y"})
+        assert response.status_code == 200
+        return response.json()
+
+    seen, _ = run_emulator("tests.apps.emulated.echo", scenario, timeout_s=7, memory_mb=512)
+    event = seen["event"]
+    assert event["rawPath"] == "/things/1"
+    assert event["rawQueryString"] == "b=2&a=1&a=3"
+    assert event["queryStringParameters"] == {"b": "2", "a": "1,3"}
+    assert event["cookies"] == ["c1=x", "c2=y"]
+    assert "cookie" not in event["headers"]
+    assert event["requestContext"]["http"]["method"] == "GET"
+    assert event["requestContext"]["requestId"]
+    assert seen["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:fn"
+    assert 0 < seen["remaining_ms"] <= 7000
+    env = seen["env"]
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == "fn"
+    assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "512"
+    assert env["AWS_LAMBDA_FUNCTION_VERSION"] == "$LATEST"
+    assert env["AWS_REGION"] == "us-east-1"
+    assert env["_HANDLER"] == "tests.apps.emulated.echo"
+    assert env["AWS_LAMBDA_LOG_STREAM_NAME"].endswith("]" + f"{1:032x}")
+    assert env["_X_AMZN_TRACE_ID"].startswith("Root=1-")
+    assert env["AWS_LAMBDA_RUNTIME_API"].startswith("127.0.0.1:")
+
+
+def test_environments_are_reused_and_created_when_all_are_busy(tmp_path: Path) -> None:
+    records = tmp_path / "invocations.jsonl"
+
+    async def scenario(url: str, emulator: Emulator) -> tuple[list[int], list[int]]:
+        sequential = [int((await get(url)).headers["x-pid"]) for _ in range(3)]
+        concurrent = await asyncio.gather(*(get(url) for _ in range(3)))
+        return sequential, [int(r.headers["x-pid"]) for r in concurrent]
+
+    (sequential, concurrent), _ = run_emulator(
+        "tests.apps.emulated.echo", scenario, records=records
+    )
+    assert len(set(sequential)) == 1  # one warm environment serves one request at a time
+    assert len(set(concurrent)) == 3  # three at once: two more environments (cold starts)
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    environments = [r for r in lines if r["record"] == "environment"]
+    invocations = [r for r in lines if r["record"] == "invocation"]
+    assert len(environments) == 3
+    assert sum(1 for r in invocations if r["cold"]) == len(environments)
+    assert all(r["outcome"] == "response" for r in invocations)
+    assert all("init_ms" in r for r in invocations if r["cold"])
+
+
+def test_result_without_status_code_is_a_200_json_body() -> None:
+    async def scenario(url: str, emulator: Emulator) -> httpx.Response:
+        return await get(url)
+
+    response, _ = run_emulator("tests.apps.emulated.plain", scenario)
+    assert response.status_code == 200
+    assert response.json() == {"hello": "world"}
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_handler_exception_is_502_and_logged() -> None:
+    async def scenario(url: str, emulator: Emulator) -> httpx.Response:
+        return await get(url)
+
+    response, log = run_emulator("tests.apps.emulated.fail", scenario)
+    assert response.status_code == 502
+    assert response.json() == {"Message": "Internal Server Error"}
+    assert "handler failed on purpose" in log
+
+
+def test_init_error_is_502_and_logged() -> None:
+    async def scenario(url: str, emulator: Emulator) -> httpx.Response:
+        return await get(url)
+
+    response, log = run_emulator("tests.apps.broken_init.handler", scenario)
+    assert response.status_code == 502
+    assert "init failed on purpose" in log
+
+
+def test_timeout_is_502_and_the_environment_is_replaced() -> None:
+    async def scenario(url: str, emulator: Emulator) -> tuple[httpx.Response, float, int]:
+        started = time.monotonic()
+        response = await get(url)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.2)
+        return response, elapsed, len(emulator.functions["fn"].environments)
+
+    (response, elapsed, live), log = run_emulator(
+        "tests.apps.emulated.slow", scenario, timeout_s=1.0, env={"SLOW_SECONDS": "10"}
+    )
+    assert response.status_code == 502
+    assert 0.9 < elapsed < 5
+    assert "Task timed out after 1.00 seconds" in log
+    assert live == 0
+
+
+def test_throttled_beyond_the_concurrency_limit() -> None:
+    async def scenario(url: str, emulator: Emulator) -> list[int]:
+        responses = await asyncio.gather(*(get(url) for _ in range(2)))
+        return sorted(r.status_code for r in responses)
+
+    statuses, _ = run_emulator(
+        "tests.apps.emulated.slow", scenario, max_environments=1, env={"SLOW_SECONDS": "0.5"}
+    )
+    assert statuses == [200, 429]
+
+
+def test_environment_is_frozen_between_invocations(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+
+    async def scenario(url: str, emulator: Emulator) -> tuple[bool, bool]:
+        assert (await get(url)).status_code == 200
+        await asyncio.sleep(1.0)  # the thread would have written by now, were it running
+        written_while_frozen = marker.exists()
+        assert (await get(url)).status_code == 200  # thaws: the first thread finishes now
+        await asyncio.sleep(0.2)
+        return written_while_frozen, marker.exists()
+
+    (while_frozen, after_thaw), _ = run_emulator(
+        "tests.apps.emulated.background", scenario, env={"MARKER_FILE": str(marker)}
+    )
+    assert while_frozen is False
+    assert after_thaw is True
+
+
+def test_idle_environments_are_retired() -> None:
+    async def scenario(url: str, emulator: Emulator) -> tuple[int, int]:
+        await get(url)
+        before = len(emulator.functions["fn"].environments)
+        await asyncio.sleep(2.5)
+        return before, len(emulator.functions["fn"].environments)
+
+    (before, after), log = run_emulator("tests.apps.emulated.echo", scenario, idle_timeout_s=1.0)
+    assert (before, after) == (1, 0)
+    assert "retired" in log
+
+
+def test_stop_leaves_no_process_behind() -> None:
+    pids: list[int] = []
+
+    async def scenario(url: str, emulator: Emulator) -> None:
+        responses = await asyncio.gather(*(get(url) for _ in range(2)))
+        pids.extend(int(r.headers["x-pid"]) for r in responses)
+
+    run_emulator("tests.apps.emulated.echo", scenario)
+    import os
+
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
