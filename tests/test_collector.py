@@ -37,8 +37,16 @@ def collector(tmp_path: Path):
     process.wait(10)
 
 
-def stored(out: Path) -> list[dict]:
-    return [json.loads(line) for line in out.read_text().splitlines()]
+def stored(out: Path, expected: int | None = None) -> list[dict]:
+    """The stored requests; waits (briefly) for ``expected`` of them: storing follows the answer."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        lines = out.read_text().splitlines() if out.exists() else []
+        if expected is None or len(lines) >= expected or time.monotonic() > deadline:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.02)
 
 
 def post(url: str, body: bytes, content_type: str, **headers: str) -> tuple[int, bytes, str]:
@@ -66,7 +74,7 @@ def spans_from_sdk(exporter) -> None:
 def test_official_sdk_exporter_protobuf(collector) -> None:
     url, out = collector
     spans_from_sdk(OTLPSpanExporter(endpoint=f"{url}/v1/traces"))
-    requests = stored(out)
+    requests = stored(out, expected=2)
     spans = [
         s
         for r in requests
@@ -103,7 +111,7 @@ def test_toolkit_exporter_with_gzip(collector) -> None:
             return True
 
     spans_from_sdk(Sender())
-    assert len(stored(out)) == 2
+    assert len(stored(out, expected=2)) == 2
 
 
 def test_json_bodies_and_protocol_errors(collector) -> None:
@@ -140,7 +148,7 @@ def test_json_bodies_and_protocol_errors(collector) -> None:
         **{"Content-Encoding": "gzip"},
     )
     assert status == 200
-    assert [r["request"] for r in stored(out)] == [body, body]
+    assert [r["request"] for r in stored(out, expected=2)] == [body, body]
     status, answer, _ = post(f"{url}/v1/traces", b"\xff\x00garbage", "application/x-protobuf")
     assert status == 400 and json.loads(answer)["code"] == 3
     assert post(f"{url}/v1/traces", b"{", "application/json")[0] == 400
@@ -149,4 +157,4 @@ def test_json_bodies_and_protocol_errors(collector) -> None:
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(f"{url}/v1/traces", timeout=5)
     assert caught.value.code == 405
-    assert len(stored(out)) == 2
+    assert len(stored(out, expected=3)) == 2

@@ -103,6 +103,8 @@ SERVER_PORT: Final = "server.port"
 DSQL_OCC_RETRY_COUNT: Final = "dsql.occ.retry_count"
 #: True when the connection was reopened after a dead one was found.
 DSQL_RECONNECT: Final = "dsql.reconnect"
+#: How the auth token was signed: ``environment`` (credentials in env) or ``boto3``.
+DSQL_TOKEN_SIGNER: Final = "dsql.token.signer"
 #: ``"admin"`` or the custom role the token was made for.
 DSQL_USER: Final = "db.user"
 #: True when a phase ran during init and was replayed under ``aws.lambda.init``.

@@ -1,0 +1,180 @@
+"""The report's figures, computed from a :class:`~dsqltrace.report.runs.Run`."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections import defaultdict
+from typing import Any
+
+from dsqltrace.report.runs import Run, Span
+
+#: The seed's figures (Rust on DSQL preview, 30 virtual users, read off Datadog graphs).
+SEED = {"insert_p95_ms": 19.8, "select_p95_ms": 193.0, "first_connection_ms": "200-300"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {
+        "count": len(values),
+        "p50": round(percentile(values, 50), 3),
+        "p95": round(percentile(values, 95), 3),
+        "p99": round(percentile(values, 99), 3),
+        "max": round(max(values), 3) if values else math.nan,
+    }
+
+
+def _traces(spans: list[Span]) -> dict[str, list[Span]]:
+    traces: dict[str, list[Span]] = defaultdict(list)
+    for span in spans:
+        traces[span.trace_id].append(span)
+    return traces
+
+
+def init_phases(trace: list[Span]) -> dict[str, float]:
+    """Durations (ms) of a cold start's phases: imports (before the first phase), token, connect."""
+    init = next((s for s in trace if s.name == "aws.lambda.init"), None)
+    if init is None:
+        return {}
+    phases = sorted(
+        (s for s in trace if s.attributes.get("aws.lambda.init_phase")), key=lambda s: s.start_ns
+    )
+    first = phases[0].start_ns if phases else init.end_ns
+    result = {"init": init.duration_ms, "imports": (first - init.start_ns) / 1e6}
+    for span in phases:
+        result[span.name] = result.get(span.name, 0.0) + span.duration_ms
+    root = next((s for s in trace if s.is_root), None)
+    queries = [
+        s
+        for s in trace
+        if s.kind == 3
+        and s.attributes.get("db.operation.name")
+        and not s.attributes.get("aws.lambda.init_phase")
+    ]
+    if queries:
+        result["first query"] = min(queries, key=lambda s: s.start_ns).duration_ms
+    if root is not None:
+        result["first invocation"] = root.duration_ms
+    return result
+
+
+def compute(run: Run) -> dict[str, Any]:
+    """Everything report.json holds."""
+    spans = run.spans
+    by_operation: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, int] = defaultdict(int)
+    for span in spans:
+        by_operation[span.operation].append(span.duration_ms)
+        if span.error:
+            errors[span.operation] += 1
+    span_table = {
+        name: {**stats(values), "errors": errors.get(name, 0)}
+        for name, values in sorted(by_operation.items())
+    }
+
+    roots = [s for s in spans if s.is_root]
+    routes: dict[str, list[float]] = defaultdict(list)
+    for root in roots:
+        routes[root.name].append(root.duration_ms)
+    cold = [r.duration_ms for r in roots if r.attributes.get("faas.coldstart") is True]
+    warm = [r.duration_ms for r in roots if r.attributes.get("faas.coldstart") is not True]
+    functions: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"cold": [], "warm": []})
+    for root in roots:
+        functions[root.service]["cold" if root.attributes.get("faas.coldstart") else "warm"].append(
+            root.duration_ms
+        )
+
+    traces = _traces(spans)
+    cold_traces = [traces[r.trace_id] for r in roots if r.attributes.get("faas.coldstart") is True]
+    phases = [init_phases(t) for t in cold_traces]
+    phase_names = sorted({k for p in phases for k in p})
+    phase_table = {name: stats([p[name] for p in phases if name in p]) for name in phase_names}
+
+    # Late and lost spans: against the emulator's record of each invocation.
+    ends = {
+        i["request_id"]: i["end_ns"]
+        for i in run.invocations
+        if i.get("outcome") in ("response", "error")
+    }
+    root_of_trace = {r.trace_id: r for r in roots}
+    late = 0
+    for span in spans:
+        root = root_of_trace.get(span.trace_id)
+        end = ends.get(str(root.attributes.get("faas.invocation_id"))) if root else None
+        if end is not None and span.received_ns > end:
+            late += 1
+    seen_roots = {str(r.attributes.get("faas.invocation_id")) for r in roots}
+    lost_roots = sum(1 for request_id in ends if request_id not in seen_roots)
+    known = {(s.trace_id, s.span_id) for s in spans}
+    orphans = sum(
+        1 for s in spans if s.parent_id and not s.is_root and (s.trace_id, s.parent_id) not in known
+    )
+
+    client_latency = [c["latency_ms"] for c in run.client]
+    client_errors = sum(1 for c in run.client if c["status"] >= 500 or c["status"] == 0)
+    client_by_op: dict[str, list[float]] = defaultdict(list)
+    for c in run.client:
+        client_by_op[c["op"]].append(c["latency_ms"])
+
+    first_connection = [
+        p.get("dsql.token.generate", 0.0) + p.get("dsql.connect", 0.0)
+        for p in phases
+        if "dsql.connect" in p
+    ]
+    this_run = {
+        "insert_p95_ms": round(percentile(routes.get("POST /todos", []), 95), 2),
+        "select_p95_ms": round(percentile(routes.get("GET /todos", []), 95), 2),
+        "first_connection_ms": round(percentile(first_connection, 50), 2),
+    }
+    invocations = [i for i in run.invocations if i.get("outcome") != "throttled"]
+    return {
+        "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "spans": span_table,
+        "routes": {name: stats(v) for name, v in sorted(routes.items())},
+        "cold_vs_warm": {"cold": stats(cold), "warm": stats(warm)},
+        "functions": {
+            name: {k: stats(v) for k, v in d.items()} for name, d in sorted(functions.items())
+        },
+        "cold_start_phases": phase_table,
+        "client": {
+            "all": stats(client_latency),
+            **{op: stats(v) for op, v in sorted(client_by_op.items())},
+        },
+        "totals": {
+            "requests": len(run.client) or len(invocations),
+            "errors": client_errors
+            if run.client
+            else sum(1 for i in invocations if i["outcome"] != "response"),
+            "invocations": len(invocations),
+            "cold_starts": sum(1 for r in roots if r.attributes.get("faas.coldstart") is True),
+            "cold_invocations_emulator": sum(1 for i in invocations if i.get("cold")),
+            "environments_created": len(run.environments),
+            "spans_received": len(spans),
+            "spans_late": late,
+            "spans_lost": lost_roots + orphans,
+        },
+        "seed": {"seed": SEED, "this_run": this_run},
+    }
+
+
+def waterfall_trace(run: Run) -> list[Span]:
+    """A real cold-start trace: the one whose init took the median time."""
+    traces = _traces(run.spans)
+    cold = [
+        traces[r.trace_id]
+        for r in run.spans
+        if r.is_root and r.attributes.get("faas.coldstart") is True
+    ]
+    with_init = [t for t in cold if any(s.name == "aws.lambda.init" for s in t)]
+    if not with_init:
+        return []
+    with_init.sort(key=lambda t: next(s.duration_ms for s in t if s.name == "aws.lambda.init"))
+    return sorted(with_init[len(with_init) // 2], key=lambda s: s.start_ns)

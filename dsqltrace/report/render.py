@@ -1,0 +1,161 @@
+"""The report as a terminal table, ``report.json`` and a self-contained ``report.html``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dsqltrace.report import charts
+from dsqltrace.report.figures import compute, waterfall_trace
+from dsqltrace.report.runs import Run
+
+
+def _ms(value: float) -> str:
+    return (
+        "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+    )
+
+
+def seed_line(figures: dict[str, Any]) -> str:
+    seed, now = figures["seed"]["seed"], figures["seed"]["this_run"]
+    return (
+        f"Seed (Rust, DSQL preview, 30 VUs): insert p95 {seed['insert_p95_ms']} ms, "
+        f"select p95 {seed['select_p95_ms']} ms, "
+        f"first connection {seed['first_connection_ms']} ms  |  "
+        f"this run: insert p95 {_ms(now['insert_p95_ms'])} ms, "
+        f"select p95 {_ms(now['select_p95_ms'])} ms, "
+        f"first connection (token + connect, median) {_ms(now['first_connection_ms'])} ms"
+    )
+
+
+def terminal(figures: dict[str, Any]) -> str:
+    columns = ("count", "p50 ms", "p95 ms", "p99 ms", "max ms")
+    head = f"{'span':<28} {columns[0]:>7} " + " ".join(f"{c:>9}" for c in columns[1:])
+    lines = [head + " errors"]
+    for name, s in figures["spans"].items():
+        lines.append(
+            f"{name:<28} {s['count']:>7} {_ms(s['p50']):>9} {_ms(s['p95']):>9} "
+            f"{_ms(s['p99']):>9} {_ms(s['max']):>9} {s['errors']:>7}"
+        )
+    lines.append("")
+    for label, s in (
+        ("cold invocations", figures["cold_vs_warm"]["cold"]),
+        ("warm invocations", figures["cold_vs_warm"]["warm"]),
+    ):
+        lines.append(
+            f"{label:<28} {s['count']:>7} {_ms(s['p50']):>9} {_ms(s['p95']):>9} "
+            f"{_ms(s['p99']):>9} {_ms(s['max']):>9}"
+        )
+    if figures["cold_start_phases"]:
+        lines.append("")
+        lines.append(
+            "cold-start phases (median ms): "
+            + ", ".join(
+                f"{name} {_ms(s['p50'])}" for name, s in figures["cold_start_phases"].items()
+            )
+        )
+    t = figures["totals"]
+    lines.append("")
+    lines.append(
+        f"requests {t['requests']}, errors {t['errors']}, cold starts {t['cold_starts']}, "
+        f"environments created {t['environments_created']}, spans received {t['spans_received']}, "
+        f"late {t['spans_late']}, lost {t['spans_lost']}"
+    )
+    lines.append(seed_line(figures))
+    return "\n".join(lines)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _stats_rows(table: dict[str, dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            name,
+            s["count"],
+            _ms(s["p50"]),
+            _ms(s["p95"]),
+            _ms(s["p99"]),
+            _ms(s["max"]),
+            s.get("errors", ""),
+        ]
+        for name, s in table.items()
+    ]
+
+
+def page(figures: dict[str, Any], images: dict[str, bytes | None]) -> str:
+    header = ["name", "count", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>dsqltrace report</title><style>",
+        "body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}",
+        "table{border-collapse:collapse;margin:1rem 0}",
+        "td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}",
+        "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}",
+        "img{max-width:100%;border:1px solid #eee;margin:.5rem 0}",
+        ".seed{background:#fff8e1;padding:.6rem}",
+        "</style></head><body>",
+        f"<h1>Where the time goes</h1><p>Generated {html.escape(figures['generated'])}.</p>",
+        f"<p class='seed'>{html.escape(seed_line(figures))}</p>",
+        "<h2>Spans</h2>",
+        _table(_stats_rows(figures["spans"]), header),
+        "<h2>Routes (aws.lambda by resource)</h2>",
+        _table(_stats_rows(figures["routes"]), header),
+        "<h2>Cold versus warm</h2>",
+        _table(_stats_rows(figures["cold_vs_warm"]), header),
+        "<h2>Cold-start phases</h2>",
+        _table(_stats_rows(figures["cold_start_phases"]), header),
+    ]
+    for key, title in (
+        ("waterfall", "A cold start, phase by phase"),
+        ("timeline", "Latency over time"),
+        ("histograms", "Latency histograms"),
+    ):
+        data = images.get(key)
+        if data:
+            encoded = base64.b64encode(data).decode()
+            parts.append(
+                f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{encoded}'>"
+            )
+    parts.append("<h2>Client-side latency</h2>")
+    parts.append(_table(_stats_rows(figures["client"]), header))
+    totals = figures["totals"]
+    parts.append("<h2>Totals</h2>")
+    parts.append(_table([[k.replace("_", " "), v] for k, v in totals.items()], ["total", "value"]))
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def write(run_folder: Path, out: Path | None = None) -> dict[str, Any]:
+    """Compute the figures of a run, write report.json and report.html; return the figures."""
+    out = out or run_folder
+    out.mkdir(parents=True, exist_ok=True)
+    run = Run.load(run_folder)
+    figures = compute(run)
+    images = {
+        "waterfall": charts.waterfall(waterfall_trace(run)),
+        "timeline": charts.latency_over_time(run),
+        "histograms": charts.histograms(run),
+    }
+    (out / "report.json").write_text(json.dumps(_clean(figures), indent=2, allow_nan=False) + "\n")
+    (out / "report.html").write_text(page(figures, images), encoding="utf-8")
+    return figures
+
+
+def _clean(value: Any) -> Any:
+    """NaN (a figure with no data) as null, so that report.json is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
