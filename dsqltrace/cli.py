@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
 
-    from dsqltrace import collector, demo, load, serve
+    from dsqltrace import collector, dashboards, demo, load, serve
 
     sub = commands.add_parser("demo", help="run the seed's experiment locally and report")
     demo.add_arguments(sub)
@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_argument("--dir", type=Path, default=Path(".local"), help="the run folder")
     sub.add_argument("--out", type=Path, default=None, help="where to write (default: --dir)")
     handlers["report"] = _report
+
+    sub = commands.add_parser("dashboards", help="validate or push the Datadog dashboards")
+    dashboards.add_arguments(sub)
+    handlers["dashboards"] = dashboards.run
 
     commands.add_parser("migrate", help="apply the schema (same settings as the handlers)")
     handlers["migrate"] = _migrate
