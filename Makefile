@@ -7,7 +7,10 @@ AGENT_VENV := .venv-agent
 # The Datadog APM test agent pins older OpenTelemetry protos: its own virtualenv.
 AGENT_VERSION := 1.69.1
 
-.PHONY: install postgres-binaries demo test lint typecheck pytest bench clean
+.PHONY: install postgres-binaries demo test lint typecheck pytest bench synth asset clean
+# jsii (under aws-cdk-lib) warns at length about the machine's Node.js version.
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20
 
 install: postgres-binaries $(VENV)/.installed $(AGENT_VENV)/.installed
 
@@ -24,7 +27,7 @@ postgres-binaries:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog,local]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog,local,infra]'
 	touch $@
 
 $(AGENT_VENV)/.installed:
@@ -53,5 +56,14 @@ test: lint typecheck pytest
 bench: install
 	$(BIN)/python -m bench.coldstart $(ARGS)
 
+asset: $(VENV)/.installed
+	$(BIN)/python -m infra.asset $(ARGS)
+
+# Synthesize the CloudFormation template offline into cdk.out/ (no AWS account needed).
+synth: $(VENV)/.installed
+	$(BIN)/python -m infra.asset
+	$(BIN)/python -m infra.app
+	@echo "template: cdk.out/DsqlTodoApi.template.json"
+
 clean:
-	rm -rf $(VENV) $(AGENT_VENV) .bench build *.egg-info
+	rm -rf $(VENV) $(AGENT_VENV) .bench build cdk.out *.egg-info

@@ -1,0 +1,172 @@
+"""The Todo API stack: a DSQL cluster, two traced functions, their URLs, least-privilege IAM.
+
+Settings come from CDK context (``cdk.json``, or ``-c key=value``):
+
+- ``publicUrls`` (false): Function URLs with auth type NONE instead of AWS_IAM (warns);
+- ``corsOrigins`` ([]): origins allowed to call the URLs from a browser;
+- ``architecture`` ("arm64"), ``memorySize`` (256, as in the seed), ``timeout`` (10 s);
+- ``datadogExtensionVersion`` (layer version), ``datadogSite``, ``env``, ``version``;
+- ``dbUser`` ("admin"; another role gets ``dsql:DbConnect`` instead of ``dsql:DbConnectAdmin``);
+- ``deletionProtection`` (true), ``logRetentionDays`` (14).
+
+The Datadog API key is never in the template: the deployer passes the ARN of a
+Secrets Manager secret (parameter ``DatadogSecretArn``), which the
+extension reads through ``DD_API_KEY_SECRET_ARN``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aws_cdk import Annotations, Aws, CfnOutput, CfnParameter, Duration, Stack
+from aws_cdk import aws_dsql as dsql
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+DATADOG_ACCOUNT = "464622532012"
+FUNCTIONS = {
+    "Insert": ("handlers.insert.handler", "POST, PATCH, DELETE /todos"),
+    "Select": ("handlers.select.handler", "GET /todos"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the stack is built from (see the module docstring for the context keys)."""
+
+    asset_dir: str
+    public_urls: bool = False
+    cors_origins: tuple[str, ...] = ()
+    architecture: str = "arm64"
+    memory_size: int = 256
+    timeout_s: int = 10
+    datadog_extension_version: str = "88"
+    datadog_site: str = "datadoghq.com"
+    service: str = "todo-api"
+    env: str = "dev"
+    version: str = "0.1.0"
+    db_user: str = "admin"
+    deletion_protection: bool = True
+    log_retention_days: int = 14
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def datadog_extension_arn(region: str, architecture: str, version: str) -> str:
+    """The Datadog Lambda Extension layer for a region, architecture and version."""
+    name = "Datadog-Extension-ARM" if architecture == "arm64" else "Datadog-Extension"
+    return f"arn:aws:lambda:{region}:{DATADOG_ACCOUNT}:layer:{name}:{version}"
+
+
+class TodoApiStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: object
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        s = settings
+        api_key_secret = CfnParameter(
+            self,
+            "DatadogSecretArn",
+            type="String",
+            description="ARN of the Secrets Manager secret holding the Datadog API key",
+            no_echo=True,
+            allowed_pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
+        )
+        cluster = dsql.CfnCluster(
+            self, "Cluster", deletion_protection_enabled=s.deletion_protection
+        )
+        arm = s.architecture == "arm64"
+        layer = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "DatadogExtension",
+            datadog_extension_arn(Aws.REGION, s.architecture, s.datadog_extension_version),
+        )
+        connect_action = "dsql:DbConnectAdmin" if s.db_user == "admin" else "dsql:DbConnect"
+        environment = {
+            "CLUSTER_ENDPOINT": cluster.attr_endpoint,
+            "DB_USER": s.db_user,
+            "DD_SERVICE": s.service,
+            "DD_ENV": s.env,
+            "DD_VERSION": s.version,
+            "DD_SITE": s.datadog_site,
+            "DD_API_KEY_SECRET_ARN": api_key_secret.value_as_string,
+            # The extension receives OTLP/HTTP on localhost:4318; no Datadog tracing layer.
+            "DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT": "localhost:4318",
+            "DD_TRACE_ENABLED": "true",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
+            **s.extra_env,
+        }
+        code = lambda_.Code.from_asset(s.asset_dir)
+        auth = (
+            lambda_.FunctionUrlAuthType.NONE
+            if s.public_urls
+            else lambda_.FunctionUrlAuthType.AWS_IAM
+        )
+        if s.public_urls:
+            Annotations.of(self).add_warning(
+                "publicUrls=true: the Function URLs accept unauthenticated requests from anyone"
+            )
+        cors = (
+            lambda_.FunctionUrlCorsOptions(
+                allowed_origins=list(s.cors_origins),
+                allowed_methods=[lambda_.HttpMethod.ALL],
+                allowed_headers=[
+                    "content-type",
+                    "authorization",
+                    "x-amz-date",
+                    "x-amz-security-token",
+                    "x-amz-content-sha256",
+                ],
+            )
+            if s.cors_origins
+            else None
+        )
+        for name, (handler, routes) in FUNCTIONS.items():
+            log_group = logs.LogGroup(
+                self, f"{name}Logs", retention=_retention(s.log_retention_days)
+            )
+            function = lambda_.Function(
+                self,
+                f"{name}Function",
+                description=f"Todo API on Aurora DSQL: {routes}",
+                runtime=lambda_.Runtime.PYTHON_3_13,
+                architecture=lambda_.Architecture.ARM_64 if arm else lambda_.Architecture.X86_64,
+                handler=handler,
+                code=code,
+                memory_size=s.memory_size,
+                timeout=Duration.seconds(s.timeout_s),
+                environment=environment,
+                layers=[layer],
+                log_group=log_group,
+            )
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=[connect_action], resources=[cluster.attr_resource_arn])
+            )
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=[api_key_secret.value_as_string],
+                )
+            )
+            url = function.add_function_url(auth_type=auth, cors=cors)
+            CfnOutput(self, f"{name}Url", value=url.url, description=f"Function URL: {routes}")
+        CfnOutput(self, "ClusterEndpoint", value=cluster.attr_endpoint)
+        CfnOutput(self, "ClusterArn", value=cluster.attr_resource_arn)
+
+
+def _retention(days: int) -> logs.RetentionDays:
+    mapping = {
+        1: logs.RetentionDays.ONE_DAY,
+        3: logs.RetentionDays.THREE_DAYS,
+        5: logs.RetentionDays.FIVE_DAYS,
+        7: logs.RetentionDays.ONE_WEEK,
+        14: logs.RetentionDays.TWO_WEEKS,
+        30: logs.RetentionDays.ONE_MONTH,
+        90: logs.RetentionDays.THREE_MONTHS,
+        365: logs.RetentionDays.ONE_YEAR,
+    }
+    if days not in mapping:
+        raise ValueError(f"logRetentionDays must be one of {sorted(mapping)}")
+    return mapping[days]

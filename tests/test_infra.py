@@ -1,0 +1,186 @@
+"""The CDK app: synthesized offline, checked with aws_cdk.assertions and cfn-lint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.agent import ROOT
+
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def synth(tmp_path: Path, **context: object):
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+
+    asset = tmp_path / "asset"
+    (asset / "handlers").mkdir(parents=True, exist_ok=True)
+    (asset / "handlers" / "__init__.py").write_text("")
+    defaults = json.loads((ROOT / "cdk.json").read_text())["context"]
+    app, stack = build_app(
+        context={**defaults, "assetDir": str(asset), **context}, outdir=str(tmp_path / "cdk.out")
+    )
+    assembly = app.synth()
+    return (
+        Template.from_stack(stack),
+        Path(assembly.directory) / f"{stack.stack_name}.template.json",
+        app,
+    )
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory):
+    return synth(tmp_path_factory.mktemp("synth"))
+
+
+def functions(template) -> dict:
+    return template.find_resources("AWS::Lambda::Function")
+
+
+def test_cluster_with_deletion_protection(synthesized) -> None:
+    template, _, _ = synthesized
+    template.resource_count_is("AWS::DSQL::Cluster", 1)
+    template.has_resource_properties("AWS::DSQL::Cluster", {"DeletionProtectionEnabled": True})
+
+
+def test_functions_runtime_architecture_memory_timeout(synthesized) -> None:
+    template, _, _ = synthesized
+    found = functions(template)
+    assert len(found) == 2
+    handlers = sorted(f["Properties"]["Handler"] for f in found.values())
+    assert handlers == ["handlers.insert.handler", "handlers.select.handler"]
+    for function in found.values():
+        props = function["Properties"]
+        assert props["Runtime"] == "python3.13"
+        assert props["Architectures"] == ["arm64"]
+        assert props["MemorySize"] == 256
+        assert props["Timeout"] == 10
+        assert "LoggingConfig" in props
+
+
+def test_iam_is_scoped_to_the_cluster_arn(synthesized) -> None:
+    template, _, _ = synthesized
+    policies = template.find_resources("AWS::IAM::Policy")
+    cluster_id = next(iter(template.find_resources("AWS::DSQL::Cluster")))
+    dsql_statements = [
+        st
+        for p in policies.values()
+        for st in p["Properties"]["PolicyDocument"]["Statement"]
+        if any(
+            str(a).startswith("dsql:")
+            for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+        )
+    ]
+    assert len(dsql_statements) == 2
+    for statement in dsql_statements:
+        assert statement["Action"] == "dsql:DbConnectAdmin"
+        assert statement["Resource"] == {"Fn::GetAtt": [cluster_id, "ResourceArn"]}
+    text = json.dumps(policies)
+    assert '"dsql:*"' not in text and '"Resource": "*"' not in text
+
+
+def test_custom_role_gets_db_connect_only(tmp_path: Path) -> None:
+    template, _, _ = synth(tmp_path, dbUser="app_user")
+    text = json.dumps(template.find_resources("AWS::IAM::Policy"))
+    assert 'dsql:DbConnect"' in text and "DbConnectAdmin" not in text
+    for function in functions(template).values():
+        assert function["Properties"]["Environment"]["Variables"]["DB_USER"] == "app_user"
+
+
+def test_function_urls_use_iam_auth_by_default(synthesized) -> None:
+    template, _, _ = synthesized
+    urls = template.find_resources("AWS::Lambda::Url")
+    assert len(urls) == 2
+    assert {u["Properties"]["AuthType"] for u in urls.values()} == {"AWS_IAM"}
+    outputs = template.find_outputs("*")
+    assert {"InsertUrl", "SelectUrl", "ClusterEndpoint"} <= set(outputs)
+
+
+def test_public_urls_only_on_request_and_with_a_warning(tmp_path: Path) -> None:
+    from aws_cdk.assertions import Annotations, Match
+
+    template, _, app = synth(tmp_path, publicUrls=True, corsOrigins=["https://example.com"])
+    urls = template.find_resources("AWS::Lambda::Url")
+    assert {u["Properties"]["AuthType"] for u in urls.values()} == {"NONE"}
+    assert all(
+        u["Properties"]["Cors"]["AllowOrigins"] == ["https://example.com"] for u in urls.values()
+    )
+    stack = app.node.find_child("DsqlTodoApi")
+    Annotations.from_stack(stack).has_warning("*", Match.string_like_regexp("publicUrls=true"))
+
+
+def test_datadog_extension_layer_and_environment(synthesized) -> None:
+    template, _, _ = synthesized
+    for function in functions(template).values():
+        props = function["Properties"]
+        layer = json.dumps(props["Layers"])
+        assert "464622532012:layer:Datadog-Extension-ARM:88" in layer
+        env = props["Environment"]["Variables"]
+        assert env["DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT"] == "localhost:4318"
+        assert (
+            env["DD_SERVICE"] == "todo-api"
+            and env["DD_ENV"] == "dev"
+            and env["DD_VERSION"] == "0.1.0"
+        )
+        assert env["DD_SITE"] == "datadoghq.com"
+        assert env["DD_API_KEY_SECRET_ARN"] == {"Ref": "DatadogSecretArn"}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4318"
+        assert env["CLUSTER_ENDPOINT"]["Fn::GetAtt"][1] == "Endpoint"
+
+
+def test_x86_layer_name(tmp_path: Path) -> None:
+    template, _, _ = synth(tmp_path, architecture="x86_64")
+    for function in functions(template).values():
+        assert function["Properties"]["Architectures"] == ["x86_64"]
+        assert ":layer:Datadog-Extension:88" in json.dumps(function["Properties"]["Layers"])
+
+
+def test_no_plaintext_secrets(synthesized) -> None:
+    template, _, _ = synthesized
+    for function in functions(template).values():
+        env = function["Properties"]["Environment"]["Variables"]
+        assert "DD_API_KEY" not in env
+        assert not any("PASSWORD" in k or "SECRET_ACCESS" in k for k in env)
+
+
+def test_log_retention(synthesized) -> None:
+    template, _, _ = synthesized
+    groups = template.find_resources("AWS::Logs::LogGroup")
+    assert len(groups) == 2
+    assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {14}
+
+
+def test_cfn_lint_finds_no_errors(synthesized) -> None:
+    _, template_file, _ = synthesized
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run(
+        [str(cfn_lint), "--format", "parseable", str(template_file)],
+        capture_output=True,
+        text=True,
+    )
+    # Exit code: a bit mask, 2 for errors (4 warnings, 8 informational).
+    assert not result.returncode & 2, result.stdout + result.stderr
+    assert result.returncode & 1 == 0, result.stderr  # 1: cfn-lint itself failed
+    errors = [line for line in result.stdout.splitlines() if ":E" in line]
+    assert errors == [], result.stdout
+
+
+def test_real_asset_holds_only_runtime_code(tmp_path: Path) -> None:
+    from infra.asset import build, size_of
+
+    folder = build(tmp_path / "asset", arch="arm64")
+    names = {p.name for p in folder.iterdir()}
+    assert {"tracing", "handlers", "psycopg", "psycopg_binary", "opentelemetry"} <= names
+    assert not names & {"boto3", "botocore", "ddtrace", "dsqltrace", "requests", "google", "grpc"}
+    assert any("aarch64" in p.name for p in folder.rglob("*.so*"))
+    assert size_of(folder) < 30e6
