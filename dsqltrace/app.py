@@ -58,6 +58,14 @@ def todo_functions(
     ]
 
 
+#: The Todo API's OpenAPI 3.1 description, served by `dsqltrace serve` at this path.
+OPENAPI_PATH = "/openapi.json"
+
+
+def openapi_document() -> bytes:
+    return (ROOT / "handlers" / "openapi.json").read_bytes()
+
+
 def todo_routes() -> list[Route]:
     return [
         Route(frozenset({"GET", "HEAD"}), "/", SELECT_FUNCTION),

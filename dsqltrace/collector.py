@@ -124,18 +124,48 @@ class Collector:
         self._file.close()
 
 
+#: Ways the collector can misbehave on purpose (``--fault``), to test what telemetry
+#: failures cost the functions: ``slow`` answers after ``--delay-ms``, ``error``
+#: answers 503, ``blackhole`` accepts connections and never reads or answers.
+FAULTS = ("none", "slow", "error", "blackhole")
+
+
+def _faulty(collector: Collector, fault: str, delay_s: float) -> Callable[[HttpRequest], Any]:
+    if fault == "error":
+        return lambda request: json_response(503, b'{"code": 14, "message": "unavailable"}')
+    if fault == "slow":
+
+        async def slow(request: HttpRequest) -> HttpResponse:
+            await asyncio.sleep(delay_s)
+            return collector.handle(request)
+
+        return slow
+    return collector.handle
+
+
 async def serve(
-    host: str, port: int, out: Path, *, ready: Callable[[int], None] | None = None
+    host: str,
+    port: int,
+    out: Path,
+    *,
+    ready: Callable[[int], None] | None = None,
+    fault: str = "none",
+    delay_s: float = 0.5,
 ) -> Collector:
     """Run the collector until SIGINT or SIGTERM; returns it (with its counts) when stopped."""
     collector = Collector(out)
-    server = await start(collector.handle, host, port)
+    if fault == "blackhole":
+        return await _blackhole(host, port, collector, ready)
+    server = await start(_faulty(collector, fault, delay_s), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bound = bound_port(server)
-    print(f"collector listening on http://{host}:{bound}/v1/traces, writing {out}", flush=True)
+    detail = f" (fault: {fault})" if fault != "none" else ""
+    print(
+        f"collector listening on http://{host}:{bound}/v1/traces, writing {out}{detail}", flush=True
+    )
     if ready is not None:
         ready(bound)
     async with server:
@@ -145,16 +175,49 @@ async def serve(
     return collector
 
 
+async def _blackhole(
+    host: str, port: int, collector: Collector, ready: Callable[[int], None] | None
+) -> Collector:
+    """Accept connections (the kernel does) and never read or answer."""
+    import socket
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(1024)
+    bound = listener.getsockname()[1]
+    print(f"collector listening on http://{host}:{bound}/v1/traces (fault: blackhole)", flush=True)
+    if ready is not None:
+        ready(bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    listener.close()
+    collector.close()
+    return collector
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=4318, help="port (default 4318, OTLP/HTTP)")
     parser.add_argument(
         "--out", type=Path, default=Path(".local/spans.jsonl"), help="where spans are appended"
     )
+    parser.add_argument(
+        "--fault",
+        choices=FAULTS,
+        default="none",
+        help="misbehave on purpose: slow, error (503) or blackhole",
+    )
+    parser.add_argument("--delay-ms", type=int, default=500, help="how slow --fault slow is")
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(serve(args.host, args.port, args.out))
+    asyncio.run(
+        serve(args.host, args.port, args.out, fault=args.fault, delay_s=args.delay_ms / 1000)
+    )
     return 0
 
 

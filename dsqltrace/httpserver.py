@@ -41,7 +41,8 @@ class HttpResponse:
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
 
-    def encode(self, *, close: bool) -> bytes:
+    def encode(self, *, close: bool, head: bool = False) -> bytes:
+        """The response on the wire; for a HEAD request, without its body."""
         try:
             reason = HTTPStatus(self.status).phrase
         except ValueError:
@@ -51,7 +52,7 @@ class HttpResponse:
         lines.append(f"Content-Length: {len(self.body)}")
         if close:
             lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else self.body)
 
 
 Handler = Callable[[HttpRequest], "HttpResponse | Awaitable[HttpResponse]"]
@@ -117,14 +118,15 @@ class _Connection(asyncio.Protocol):
                 result = self._handler(request)
             except Exception:  # a handler bug must not kill the server
                 result = HttpResponse(500)
+            head = method == "HEAD"
             if inspect.isawaitable(result):
                 self._busy = True
                 task = asyncio.ensure_future(result)
-                task.add_done_callback(lambda t, c=close: self._finish(t, c))
+                task.add_done_callback(lambda t, c=close, h=head: self._finish(t, c, h))
                 return
-            self._send(result, close=close)
+            self._send(result, close=close, head=head)
 
-    def _finish(self, task: asyncio.Future[HttpResponse], close: bool) -> None:
+    def _finish(self, task: asyncio.Future[HttpResponse], close: bool, head: bool) -> None:
         self._busy = False
         if task.cancelled():
             response = HttpResponse(503)
@@ -132,13 +134,13 @@ class _Connection(asyncio.Protocol):
             response = HttpResponse(500)
         else:
             response = task.result()
-        self._send(response, close=close)
+        self._send(response, close=close, head=head)
         self._next()
 
-    def _send(self, response: HttpResponse, *, close: bool) -> None:
+    def _send(self, response: HttpResponse, *, close: bool, head: bool = False) -> None:
         if self._transport is None:
             return
-        self._transport.write(response.encode(close=close))
+        self._transport.write(response.encode(close=close, head=head))
         if close:
             self._transport.close()
 

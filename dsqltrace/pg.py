@@ -251,6 +251,13 @@ class EmbeddedPostgres:
         )
         return result.stdout
 
+    def add_password_role(self, role: str, password: str) -> None:
+        """A login role that must authenticate with its password (SCRAM), for secret-leak tests."""
+        self.psql(f"CREATE ROLE {role} WITH LOGIN SUPERUSER PASSWORD '{password}'")
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"hostssl all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "reload")
+
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: disconnect clients; ``immediate``: as a crash)."""
         if self.initialised():

@@ -20,7 +20,14 @@ import signal
 import sys
 from pathlib import Path
 
-from dsqltrace.app import ROOT, function_env, todo_functions, todo_routes
+from dsqltrace.app import (
+    OPENAPI_PATH,
+    ROOT,
+    function_env,
+    openapi_document,
+    todo_functions,
+    todo_routes,
+)
 from dsqltrace.emulator.server import Emulator
 from dsqltrace.pg import EmbeddedPostgres
 
@@ -85,9 +92,14 @@ async def serve(args: argparse.Namespace, db_env: dict[str, str]) -> None:
         records=records,
         log=log,
         freeze=not args.no_freeze,
+        documents={OPENAPI_PATH: openapi_document()},
     )
     port = await emulator.start(args.host, args.port)
-    print(f"Function URL listening on http://{args.host}:{port}", flush=True)
+    print(
+        f"Function URL listening on http://{args.host}:{port} "
+        f"(OpenAPI at http://{args.host}:{port}{OPENAPI_PATH})",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

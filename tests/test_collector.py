@@ -157,4 +157,7 @@ def test_json_bodies_and_protocol_errors(collector) -> None:
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(f"{url}/v1/traces", timeout=5)
     assert caught.value.code == 405
-    assert len(stored(out, expected=3)) == 2
+    import time
+
+    time.sleep(0.2)  # storing follows the answers; nothing more may arrive
+    assert len(stored(out)) == 2

@@ -348,3 +348,40 @@ def test_spans_are_delivered_before_return(sink: InMemorySender) -> None:
         handler(http_event(), LambdaContext())
         delivered_at_return.append(len(sink.spans))
     assert delivered_at_return == [2, 3, 4]  # init + root, then one root each
+
+
+def test_impending_timeout_ends_and_sends_the_span_before_the_deadline(
+    sink: InMemorySender,
+) -> None:
+    delivered_while_running = []
+
+    @traced_handler
+    def handler(event, context):
+        time.sleep(0.45)  # past the deadline: Lambda would stop the function now
+        delivered_while_running.append(len(sink.spans))
+        return {"statusCode": 200}
+
+    context = LambdaContext(deadline_ms=int(time.time() * 1000) + 300)
+    started = time.monotonic()
+    handler(http_event(), context)
+    root = next(s for s in sink.spans if s.kind is SpanKind.SERVER)
+    assert delivered_while_running[0] >= 1  # delivered by the watcher, not by the return
+    assert root.status.status_code is StatusCode.ERROR
+    assert root.attributes[names.ERROR_TYPE] == "timeout"
+    # Ended at the deadline minus the 100 ms margin, not when the handler returned.
+    assert (root.end_time - root.start_time) / 1e9 < 0.3
+    assert len([s for s in sink.spans if s.kind is SpanKind.SERVER]) == 1  # not sent twice
+    assert time.monotonic() - started < 1.0
+
+
+def test_no_timeout_span_when_the_handler_finishes_in_time(sink: InMemorySender) -> None:
+    @traced_handler
+    def handler(event, context):
+        return {"statusCode": 200}
+
+    for _ in range(3):
+        handler(http_event(), LambdaContext(deadline_ms=int(time.time() * 1000) + 150))
+    time.sleep(0.2)  # past every deadline: the watcher must have been disarmed
+    roots = [s for s in sink.spans if s.kind is SpanKind.SERVER]
+    assert len(roots) == 3
+    assert all(r.status.status_code is StatusCode.UNSET for r in roots)

@@ -225,3 +225,84 @@ def test_export_speaks_http11_to_the_official_parser(collector) -> None:
     headers = handler.bodies[0][0]
     assert headers["Host"].startswith("127.0.0.1:")
     assert headers["x-scope"] == "a b"
+
+
+def test_blackholed_collector_costs_one_timeout_then_only_probes() -> None:
+    from tracing.export import InvocationSpanProcessor
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # accepts connections, never answers
+    port = listener.getsockname()[1]
+    processor = InvocationSpanProcessor(
+        OtlpHttpExporter(f"http://127.0.0.1:{port}/v1/traces"), timeout_ms=200, probe_timeout_ms=5
+    )
+    spans = make_spans()
+    try:
+        for span in spans:
+            processor.on_end(span)
+        started = time.perf_counter()
+        assert processor.flush() is False
+        first = time.perf_counter() - started
+        probes = []
+        for _ in range(5):
+            for span in spans:  # the next invocation's spans
+                processor.on_end(span)
+            processor._backoff._until = 0.0  # the pause is over: the next flush probes
+            started = time.perf_counter()
+            assert processor.flush() is False
+            probes.append(time.perf_counter() - started)
+        for span in spans:
+            processor.on_end(span)
+        paused_started = time.perf_counter()
+        assert processor.flush() is False  # inside the pause: nothing tried at all
+        paused = time.perf_counter() - paused_started
+    finally:
+        listener.close()
+    assert 0.18 < first < 0.6
+    assert max(probes) < 0.05
+    assert paused < 0.002
+    assert processor.stats.failed_exports == 6
+    # Unanswered: they may have arrived, so they are not sent again (no duplicates).
+    assert processor.stats.dropped == 6 * len(spans)
+    assert processor.pending() == len(spans)  # the ones that ended during the pause
+
+
+@pytest.mark.parametrize(("status", "kept"), [(503, True), (429, True), (400, False), (500, False)])
+def test_rejected_spans_are_kept_only_when_the_answer_says_retry(collector, status, kept) -> None:
+    from tracing.export import InvocationSpanProcessor
+
+    url, handler = collector
+    handler.status = status
+    processor = InvocationSpanProcessor(OtlpHttpExporter(url), timeout_ms=1000)
+    spans = make_spans()
+    for span in spans:
+        processor.on_end(span)
+    assert processor.flush() is False
+    assert processor.pending() == (len(spans) if kept else 0)
+    handler.status = 200
+    processor._backoff._until = 0.0
+    assert processor.flush() is True
+    assert len(handler.bodies) == (2 if kept else 1)
+
+
+def test_refused_spans_are_kept_and_sent_when_the_collector_answers(collector) -> None:
+    from tracing.export import InvocationSpanProcessor
+
+    url, handler = collector
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    exporter = OtlpHttpExporter(f"http://127.0.0.1:{dead}/v1/traces")
+    processor = InvocationSpanProcessor(exporter, timeout_ms=500)
+    spans = make_spans()
+    for span in spans:
+        processor.on_end(span)
+    assert processor.flush() is False
+    assert processor.pending() == len(spans)
+    exporter._plain._address = ("127.0.0.1", int(url.split(":")[2].split("/")[0]))
+    processor._backoff._until = 0.0
+    assert processor.flush() is True
+    decoded = ExportTraceServiceRequest()
+    decoded.ParseFromString(handler.bodies[-1][1])
+    assert decoded == encode_spans(spans)

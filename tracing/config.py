@@ -28,8 +28,14 @@ This toolkit:
   be delivered (default 250).
 - ``DSQLTRACE_EXPORT_COOLOFF_MS``: the longest pause after failed exports
   (default 30000); the pause starts at 1 s and doubles while exports fail.
+- ``DSQLTRACE_PROBE_TIMEOUT_MS``: after a failed export, how long the next
+  attempt (a probe, one per pause) may wait (default 50), so that a collector
+  that never answers costs one full flush timeout once, then almost nothing.
 - ``DSQLTRACE_MAX_QUEUE_SIZE``: spans kept while the collector is unreachable
   (default 2048); older ones are dropped and counted.
+- ``DSQLTRACE_TIMEOUT_MARGIN_MS``: when an invocation is this close to its
+  deadline, its span is ended with an error status and sent before Lambda
+  stops the function (default 100; 0 turns it off).
 - ``DSQLTRACE_COLDSTART_PHASES``: record work done during init and replay it
   under ``aws.lambda.init`` (default ``true``).
 - ``DSQLTRACE_LOG_CORRELATION``: add trace ids to log records (default ``true``).
@@ -60,6 +66,8 @@ DEFAULT_OTLP_ENDPOINT = "http://localhost:4318/v1/traces"
 DEFAULT_FLUSH_TIMEOUT_MS = 250
 DEFAULT_EXPORT_COOLOFF_MS = 30_000
 DEFAULT_MAX_QUEUE_SIZE = 2048
+DEFAULT_PROBE_TIMEOUT_MS = 50
+DEFAULT_TIMEOUT_MARGIN_MS = 100
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -82,6 +90,8 @@ class TracingConfig:
     flush_timeout_ms: int = DEFAULT_FLUSH_TIMEOUT_MS
     export_cooloff_ms: int = DEFAULT_EXPORT_COOLOFF_MS
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    probe_timeout_ms: int = DEFAULT_PROBE_TIMEOUT_MS
+    timeout_margin_ms: int = DEFAULT_TIMEOUT_MARGIN_MS
     coldstart_phases: bool = True
     log_correlation: bool = True
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
@@ -101,6 +111,8 @@ class TracingConfig:
         flush_timeout_ms: int | None = None,
         export_cooloff_ms: int | None = None,
         max_queue_size: int | None = None,
+        probe_timeout_ms: int | None = None,
+        timeout_margin_ms: int | None = None,
         coldstart_phases: bool | None = None,
         log_correlation: bool | None = None,
         environ: Mapping[str, str] | None = None,
@@ -189,6 +201,16 @@ class TracingConfig:
             max_queue_size=_positive(
                 max_queue_size, env, "DSQLTRACE_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE
             ),
+            probe_timeout_ms=_positive(
+                probe_timeout_ms, env, "DSQLTRACE_PROBE_TIMEOUT_MS", DEFAULT_PROBE_TIMEOUT_MS
+            ),
+            timeout_margin_ms=_positive(
+                timeout_margin_ms,
+                env,
+                "DSQLTRACE_TIMEOUT_MARGIN_MS",
+                DEFAULT_TIMEOUT_MARGIN_MS,
+                allow_zero=True,
+            ),
             coldstart_phases=(
                 coldstart_phases
                 if coldstart_phases is not None
@@ -247,9 +269,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return default
 
 
-def _positive(arg: int | None, env: Mapping[str, str], name: str, default: int) -> int:
+def _positive(
+    arg: int | None, env: Mapping[str, str], name: str, default: int, *, allow_zero: bool = False
+) -> int:
+    lowest = 0 if allow_zero else 1
     if arg is not None:
-        if arg > 0:
+        if arg >= lowest:
             return arg
         _warn_bad(name.removeprefix("DSQLTRACE_").lower(), str(arg), str(default))
         return default
@@ -259,8 +284,8 @@ def _positive(arg: int | None, env: Mapping[str, str], name: str, default: int) 
     try:
         value = int(raw)
     except ValueError:
-        value = 0
-    if value <= 0:
+        value = -1
+    if value < lowest:
         _warn_bad(name, raw, str(default))
         return default
     return value

@@ -38,6 +38,11 @@ class Backoff:
         """True while exports should not be tried."""
         return self._current > 0.0 and time.monotonic() < self._until
 
+    @property
+    def failing(self) -> bool:
+        """True from a failure until the next success: the next export is a probe."""
+        return self._current > 0.0
+
     def failed(self) -> float:
         """Record a failure; returns the pause now in force, in seconds."""
         self._current = min(self._max, self._current * 2 if self._current else _FIRST_COOLOFF_S)
@@ -67,7 +72,13 @@ class DeliveryStats:
 
 
 class InvocationSpanProcessor(SpanProcessor):
-    """Keeps finished sampled spans and exports them when :meth:`flush` is called."""
+    """Keeps finished sampled spans and exports them when :meth:`flush` is called.
+
+    After a failed export, exports pause; the first one after the pause is a
+    *probe* that waits at most ``probe_timeout_ms``, so that a collector that
+    accepts connections but never answers costs one full ``timeout_ms`` once,
+    and almost nothing afterwards.
+    """
 
     def __init__(
         self,
@@ -76,9 +87,11 @@ class InvocationSpanProcessor(SpanProcessor):
         timeout_ms: int = 250,
         max_cooloff_ms: int = 30_000,
         max_queue_size: int = 2048,
+        probe_timeout_ms: int = 50,
     ) -> None:
         self._sender = sender
         self._timeout = timeout_ms / 1000.0
+        self._probe_timeout = min(timeout_ms, probe_timeout_ms) / 1000.0
         self._queue: deque[ReadableSpan] = deque(maxlen=max_queue_size)
         self._max_queue = max_queue_size
         self._lock = threading.Lock()
@@ -107,8 +120,11 @@ class InvocationSpanProcessor(SpanProcessor):
                 return False
             batch = list(self._queue)
             self._queue.clear()
+            limit = self._probe_timeout if self._backoff.failing else self._timeout
+        if timeout is not None:
+            limit = min(limit, timeout)
         try:
-            self._sender.export(batch, self._timeout if timeout is None else timeout)
+            self._sender.export(batch, limit)
         except Exception as exc:
             self._failed(batch, exc)
             return False
@@ -117,12 +133,15 @@ class InvocationSpanProcessor(SpanProcessor):
         return True
 
     def _failed(self, batch: list[ReadableSpan], exc: Exception) -> None:
+        # Send again only what certainly did not arrive: after a timeout the collector
+        # may have the spans already, and sending them again would duplicate them.
+        retryable = getattr(exc, "retryable", True)
         with self._lock:
             self.stats.failed_exports += 1
             pause = self._backoff.failed()
             # Put the batch back in front of anything that ended meanwhile.
             room = self._max_queue - len(self._queue)
-            keep = batch[-room:] if room > 0 else []
+            keep = batch[-room:] if room > 0 and retryable else []
             self.stats.dropped += len(batch) - len(keep)
             self._queue.extendleft(reversed(keep))
         logger.warning("tracing: span export failed (%s); pausing exports for %.0f s", exc, pause)

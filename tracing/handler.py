@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
@@ -24,6 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util import types
 
 from tracing import coldstart, names, propagation, setup
+from tracing.deadline import DeadlineWatch
 from tracing.spans import record_error
 
 logger = logging.getLogger("tracing")
@@ -97,12 +99,33 @@ def traced_handler(
 
 
 class _Invocation:
-    __slots__ = ("rt", "span", "token")
+    __slots__ = ("done", "lock", "rt", "span", "token")
 
     def __init__(self, rt: setup.Runtime, span: trace.Span, token: object) -> None:
         self.rt = rt
         self.span = span
         self.token = token
+        self.done = False
+        self.lock = threading.Lock()
+
+
+#: Ends the current invocation's span just before Lambda's deadline.
+_watch = DeadlineWatch()
+
+
+def _impending_timeout(invocation: _Invocation, margin_s: float) -> None:
+    """Runs on the watcher thread when the invocation is about to be stopped."""
+    with invocation.lock:
+        if invocation.done:
+            return
+        invocation.done = True
+    span = invocation.span
+    span.set_attribute(names.ERROR_TYPE, "timeout")
+    span.set_status(
+        Status(StatusCode.ERROR, "impending timeout: the invocation reached its deadline")
+    )
+    span.end()
+    invocation.rt.flush_within(margin_s * 0.8)
 
 
 def _start(event: Any, context: Any, table: RouteTable) -> _Invocation | None:
@@ -125,18 +148,31 @@ def _start(event: Any, context: Any, table: RouteTable) -> _Invocation | None:
             start_time=now,
         )
         token = otel_context.attach(trace.set_span_in_context(span))
+        invocation = _Invocation(rt, span, token)
+        margin = rt.config.timeout_margin_ms / 1000.0
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if margin > 0 and remaining is not None:
+            deadline = time.monotonic() + remaining() / 1000.0 - margin
+            _watch.arm(deadline, lambda: _impending_timeout(invocation, margin))
         if first is not None:
             function = str(
                 getattr(context, "function_name", "") or attributes.get(names.DD_RESOURCE_NAME)
             )
             coldstart.replay(rt.tracer, span if first.coldstart else None, function)
-        return _Invocation(rt, span, token)
+        return invocation
     except Exception as exc:
         logger.warning("tracing: could not start the invocation span: %s", exc)
         return None
 
 
 def _finish(invocation: _Invocation, result: Any, exc: BaseException | None) -> None:
+    _watch.disarm()
+    with invocation.lock:
+        ended_by_watch = invocation.done
+        invocation.done = True
+    if ended_by_watch:  # the deadline watcher ended and sent it already
+        otel_context.detach(invocation.token)  # type: ignore[arg-type]
+        return
     try:
         span = invocation.span
         if exc is not None:

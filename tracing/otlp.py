@@ -229,7 +229,19 @@ def encode_request(spans: Sequence[ReadableSpan], cache: _Cache | None = None) -
 
 
 class ExportError(Exception):
-    """An export did not reach the collector (refused, timed out, or rejected)."""
+    """An export was not accepted: refused, rejected, or not answered in time.
+
+    ``retryable`` is True when the spans certainly did not reach the collector
+    (connection refused, HTTP 429/502/503/504) and may be sent again; after a
+    timeout they may have arrived, so they are not sent again (no duplicates).
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
 
 class _StaleConnection(ConnectionError):
@@ -364,11 +376,16 @@ class OtlpHttpExporter:
                 status = self._post(body, timeout)
         except ExportError:
             raise
+        except (ConnectionRefusedError, _StaleConnection) as exc:
+            self.close()
+            raise ExportError(f"{type(exc).__name__}: {exc}", retryable=True) from None
         except Exception as exc:
             self.close()
-            raise ExportError(f"{type(exc).__name__}: {exc}") from None
+            raise ExportError(f"{type(exc).__name__}: {exc}", retryable=False) from None
         if not 200 <= status < 300:
-            raise ExportError(f"collector answered HTTP {status}")
+            raise ExportError(
+                f"collector answered HTTP {status}", retryable=status in _RETRYABLE_STATUS
+            )
 
     def _post(self, body: bytes, timeout: float) -> int:
         if self._plain is not None:

@@ -35,6 +35,12 @@ class Runtime:
     processor: InvocationSpanProcessor | None = None
     provider: object | None = None
 
+    def flush_within(self, timeout_s: float) -> bool:
+        """Deliver pending spans, waiting at most ``timeout_s`` (an impending timeout)."""
+        if self.processor is not None:
+            return self.processor.flush(timeout_s)
+        return self.flush()
+
 
 _runtime: Runtime | None = None
 
@@ -57,6 +63,8 @@ def setup_tracing(
     flush_timeout_ms: int | None = None,
     export_cooloff_ms: int | None = None,
     max_queue_size: int | None = None,
+    probe_timeout_ms: int | None = None,
+    timeout_margin_ms: int | None = None,
     coldstart_phases: bool | None = None,
     log_correlation: bool | None = None,
 ) -> TracingConfig:
@@ -82,6 +90,8 @@ def setup_tracing(
         flush_timeout_ms=flush_timeout_ms,
         export_cooloff_ms=export_cooloff_ms,
         max_queue_size=max_queue_size,
+        probe_timeout_ms=probe_timeout_ms,
+        timeout_margin_ms=timeout_margin_ms,
         coldstart_phases=coldstart_phases,
         log_correlation=log_correlation,
     )
@@ -202,6 +212,7 @@ def _sdk_runtime(config: TracingConfig) -> Runtime:
             timeout_ms=config.flush_timeout_ms,
             max_cooloff_ms=config.export_cooloff_ms,
             max_queue_size=config.max_queue_size,
+            probe_timeout_ms=config.probe_timeout_ms,
         )
         provider.add_span_processor(processor)
     _set_global_provider(provider)

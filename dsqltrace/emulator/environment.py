@@ -145,6 +145,8 @@ class Environment:
         self.state = "dead"
         if self._current is not None:
             self._current.settle(kind)
+        if self._next_waiter is not None and not self._next_waiter.done():
+            self._next_waiter.cancel()  # the runtime's pending /next will never be answered
         if self._server is not None:
             self._server.close()
         for callback in self._on_dead:
@@ -235,6 +237,8 @@ class Environment:
         if self.init_done_ns is None:
             self.init_done_ns = time.time_ns()
         while self._current is None or self._delivered:
+            if self.state == "dead":
+                return HttpResponse(503, b'{"errorMessage":"environment is shutting down"}')
             self._next_waiter = asyncio.get_running_loop().create_future()
             await self._next_waiter
         invocation = self._current

@@ -48,8 +48,11 @@ class Emulator:
         records: Path | None = None,
         log: TextIO | None = None,
         freeze: bool = True,
+        documents: dict[str, bytes] | None = None,
     ) -> None:
         self._log_stream = log or sys.stderr
+        #: Files the front serves itself at GET ``path`` (the API's OpenAPI description).
+        self.documents = dict(documents or {})
         self._records = records.open("a", encoding="utf-8") if records else None
         self.functions = {
             c.name: Function(
@@ -83,6 +86,7 @@ class Emulator:
         if self._server is not None:
             self._server.close()
         await asyncio.gather(*(f.stop() for f in self.functions.values()))
+        await asyncio.sleep(0.05)  # let the cancelled Runtime API requests finish
         if self._records is not None:
             self._records.close()
             self._records = None
@@ -91,6 +95,9 @@ class Emulator:
         return {name: f.created for name, f in self.functions.items()}
 
     async def _handle(self, request: HttpRequest) -> HttpResponse:
+        document = self.documents.get(request.path) if request.method == "GET" else None
+        if document is not None:
+            return json_response(200, document)
         route = next((r for r in self.routes if r.matches(request)), None)
         if route is None:
             return json_response(404, b'{"Message":"Not Found"}')
