@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import driver
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench"
 
@@ -50,7 +52,7 @@ class Variant:
 
     @property
     def service(self) -> str:
-        return "bench-" + "".join(c if c.isalnum() else "-" for c in self.name.lower())
+        return "bench-" + "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-")
 
 
 def base_env(database_url: str, collector_url: str) -> dict[str, str]:
@@ -83,12 +85,15 @@ def run_cold(variant: Variant, env: dict[str, str]) -> None:
         text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    line = ""
+    for line in proc.stdout:  # the first result line: the first invocation has returned
+        if line.startswith(driver.PREFIX):
+            break
     elapsed = (time.perf_counter() - start) * 1000
     _, err = proc.communicate(timeout=60)
-    if proc.returncode != 0 or not line:
+    if proc.returncode != 0 or not line.startswith(driver.PREFIX):
         raise RuntimeError(f"{variant.name} failed: {err[-2000:]}")
-    data = json.loads(line)
+    data = driver.parse(line)[0]
     variant.cold_ms.append(elapsed)
     variant.init_ms.append(data["init_ns"] / 1e6)
     variant.first_ms.append(data["first_ns"] / 1e6)
@@ -107,7 +112,7 @@ def run_warm(variant: Variant, env: dict[str, str], count: int) -> None:
     )
     if result.returncode != 0:
         raise RuntimeError(f"{variant.name} failed: {result.stderr[-2000:]}")
-    warm = json.loads(result.stdout.strip().splitlines()[-1])
+    warm = driver.parse(result.stdout)[-1]
     variant.warm_ns.extend(warm["latencies_ns"])
     variant.cpu_ns += warm["cpu_ns"]
     variant.expected_spans += variant.spans_cold + count * variant.spans_warm

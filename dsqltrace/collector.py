@@ -154,6 +154,7 @@ async def serve(
 ) -> Collector:
     """Run the collector until SIGINT or SIGTERM; returns it (with its counts) when stopped."""
     collector = Collector(out)
+    parse_protobuf(b"")  # import the protobuf classes now, not during the first request
     if fault == "blackhole":
         return await _blackhole(host, port, collector, ready)
     server = await start(_faulty(collector, fault, delay_s), host, port)

@@ -36,6 +36,9 @@ class TestAgent:
     __test__ = False
 
     def __init__(self) -> None:
+        import tempfile
+
+        self._log = tempfile.TemporaryFile()
         self.trace_port = free_port()
         self.otlp_port = free_port()
         self.process = subprocess.Popen(
@@ -53,7 +56,9 @@ class TestAgent:
                 "0",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: the agent logs every request, and a pipe nobody reads
+            # fills up (64 KiB) and then blocks the agent.
+            stderr=self._log,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -63,7 +68,8 @@ class TestAgent:
                 break
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    err = self.process.stderr.read().decode() if self.process.stderr else ""
+                    self._log.seek(0)
+                    err = self._log.read().decode("utf-8", "replace")
                     self.stop()
                     raise RuntimeError(f"ddapm-test-agent did not start: {err[-2000:]}") from None
                 time.sleep(0.1)
@@ -103,3 +109,4 @@ class TestAgent:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self._log.close()
