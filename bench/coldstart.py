@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import driver
 
@@ -53,6 +54,42 @@ class Variant:
     @property
     def service(self) -> str:
         return "bench-" + "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-")
+
+
+def bench_database() -> Any:
+    """The benchmarks' PostgreSQL (embedded, in .bench/pg), with the table they insert into."""
+    from dsqltrace.pg import EmbeddedPostgres
+
+    WORK.mkdir(exist_ok=True)
+    pg = EmbeddedPostgres(WORK / "pg")
+    pg.start()
+    pg.psql("CREATE TABLE IF NOT EXISTS bench_todos (id uuid PRIMARY KEY, name text NOT NULL)")
+    return pg
+
+
+def start_collector(spans_file: Path) -> tuple[subprocess.Popen[str], int]:
+    """A fresh local collector writing to ``spans_file``; returns it and its port."""
+    from dsqltrace.pg import free_port
+
+    spans_file.unlink(missing_ok=True)
+    port = free_port()
+    collector = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dsqltrace.collector",
+            "--port",
+            str(port),
+            "--out",
+            str(spans_file),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert collector.stdout is not None
+    collector.stdout.readline()  # "collector listening on ..."
+    return collector, port
 
 
 def base_env(database_url: str, collector_url: str) -> dict[str, str]:
@@ -190,31 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/coldstart.md")
     args = parser.parse_args(argv)
 
-    from dsqltrace.pg import EmbeddedPostgres, free_port
-
-    WORK.mkdir(exist_ok=True)
-    pg = EmbeddedPostgres(WORK / "pg")
-    pg.start()
-    pg.psql("CREATE TABLE IF NOT EXISTS bench_todos (id uuid PRIMARY KEY, name text NOT NULL)")
+    pg = bench_database()
     spans_file = WORK / "spans.jsonl"
-    spans_file.unlink(missing_ok=True)
-    port = free_port()
-    collector = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dsqltrace.collector",
-            "--port",
-            str(port),
-            "--out",
-            str(spans_file),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert collector.stdout is not None
-    collector.stdout.readline()  # "collector listening on ..."
+    collector, port = start_collector(spans_file)
     try:
         env = base_env(pg.url(), f"http://127.0.0.1:{port}")
         variants = [

@@ -40,7 +40,17 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.coldstart import ROOT, WORK, Variant, base_env, percentile, run_cold, run_warm
+from bench.coldstart import (
+    ROOT,
+    WORK,
+    Variant,
+    base_env,
+    bench_database,
+    percentile,
+    run_cold,
+    run_warm,
+    start_collector,
+)
 
 PSYCOPG = "psycopg[binary]==3.3.9"
 BOTO3 = "boto3==1.43.11"
@@ -301,33 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/compare.md")
     args = parser.parse_args(argv)
 
-    from dsqltrace.pg import EmbeddedPostgres, free_port
     from tests.agent import TestAgent
 
     pythons = {spec.slug: venv_for(spec) for spec in SPECS}
-    WORK.mkdir(exist_ok=True)
-    pg = EmbeddedPostgres(WORK / "pg")
-    pg.start()
-    pg.psql("CREATE TABLE IF NOT EXISTS bench_todos (id uuid PRIMARY KEY, name text NOT NULL)")
+    pg = bench_database()
     spans_file = WORK / "compare-spans.jsonl"
-    spans_file.unlink(missing_ok=True)
-    port = free_port()
-    collector = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dsqltrace.collector",
-            "--port",
-            str(port),
-            "--out",
-            str(spans_file),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert collector.stdout is not None
-    collector.stdout.readline()
+    collector, port = start_collector(spans_file)
     agent = TestAgent()
     xray = XrayDaemon()
     variants: list[Variant] = []

@@ -38,7 +38,7 @@ class TestAgent:
     def __init__(self) -> None:
         import tempfile
 
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.trace_port = free_port()
         self.otlp_port = free_port()
         self.process = subprocess.Popen(

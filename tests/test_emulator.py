@@ -198,3 +198,49 @@ def test_stop_leaves_no_process_behind() -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_load_runner_signs_with_sigv4_and_the_url_sees_the_caller(monkeypatch) -> None:
+    """`dsqltrace load --sign always`: requests carry SigV4 (service lambda), as AWS_IAM URLs need."""
+    from dsqltrace.load import parse_mix, region_of, run_load
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASIGNEDLOADTEST00")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "signing-secret")
+    assert region_of("https://abc123.lambda-url.eu-west-1.on.aws/") == "eu-west-1"
+    assert region_of("http://127.0.0.1:3000") is None
+
+    async def scenario(url: str, emulator: Emulator):
+        return await run_load(
+            url,
+            url,
+            users=1,
+            duration_s=None,
+            requests=3,
+            mix=parse_mix("get=1"),
+            out=None,
+            sign="always",
+            progress=False,
+        )
+
+    result, _ = run_emulator("tests.apps.emulated.echo", scenario)
+    assert result.requests == 3 and result.statuses == {200: 3}
+
+    captured: list[dict] = []
+
+    async def signed(url: str, emulator: Emulator) -> None:
+        import httpx as _httpx
+
+        from dsqltrace.load import Signer
+
+        headers = Signer("us-east-1").headers("GET", url + "/x", b"", {})
+        assert headers["Authorization"].startswith(
+            "AWS4-HMAC-SHA256 Credential=AKIASIGNEDLOADTEST00/"
+        )
+        assert "/us-east-1/lambda/aws4_request" in headers["Authorization"]
+        async with _httpx.AsyncClient() as client:
+            response = await client.get(url + "/x", headers=headers)
+        captured.append(response.json())
+
+    run_emulator("tests.apps.emulated.echo", signed)
+    iam = captured[0]["event"]["requestContext"]["authorizer"]["iam"]
+    assert iam["accessKey"] == "AKIASIGNEDLOADTEST00"
