@@ -238,25 +238,72 @@ def token_paths(rounds: int, python: str) -> dict[str, float]:
 
 
 def under_load(users_list: list[int], seconds: float) -> list[dict]:
-    """The Todo API in the emulator, traced and untraced, under N virtual users."""
+    """The Todo API in the emulator (``dsqltrace serve``, its own process), traced and untraced."""
+    from dsqltrace.demo import _start, _stop
     from dsqltrace.load import parse_mix, run_load
-    from dsqltrace.stack import LocalStack
+    from dsqltrace.pg import free_port
+    from dsqltrace.serve import local_database
 
     rows = []
+    mix = parse_mix("post=1,get=1")
     for users in users_list:
         for traced in (False, True):
             folder = Path(tempfile.mkdtemp(prefix="dsqltrace-load-"))
             folder.chmod(0o755)
-            env = {"AWS_ACCESS_KEY_ID": "AKIALOAD000000000000", "AWS_SECRET_ACCESS_KEY": "s"}
-            if not traced:
-                env["OTEL_SDK_DISABLED"] = "true"
-            stack = LocalStack(folder, env=env, max_environments=users + 8).start()
+            server, db_env = local_database(folder / "pg")
+            env = {
+                **os.environ,
+                **db_env,
+                "AWS_ACCESS_KEY_ID": "AKIALOAD000000000000",
+                "AWS_SECRET_ACCESS_KEY": "s",
+            }
+            processes = []
             try:
-                mix = parse_mix("post=1,get=1")
+                if traced:
+                    collector_port = free_port()
+                    processes.append(
+                        _start(
+                            [
+                                sys.executable,
+                                "-m",
+                                "dsqltrace.collector",
+                                "--port",
+                                str(collector_port),
+                                "--out",
+                                str(folder / "spans.jsonl"),
+                            ],
+                            env,
+                            "listening",
+                        )
+                    )
+                    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{collector_port}"
+                else:
+                    env["OTEL_SDK_DISABLED"] = "true"
+                port = free_port()
+                processes.append(
+                    _start(
+                        [
+                            sys.executable,
+                            "-m",
+                            "dsqltrace.serve",
+                            "--port",
+                            str(port),
+                            "--max-environments",
+                            str(users + 8),
+                            "--records",
+                            str(folder / "inv.jsonl"),
+                            "--log",
+                            str(folder / "emulator.log"),
+                        ],
+                        env,
+                        "listening",
+                    )
+                )
+                url = f"http://127.0.0.1:{port}"
                 asyncio.run(
                     run_load(
-                        stack.url,
-                        stack.url,
+                        url,
+                        url,
                         users=users,
                         duration_s=min(5.0, seconds),
                         requests=None,
@@ -268,8 +315,8 @@ def under_load(users_list: list[int], seconds: float) -> list[dict]:
                 out = folder / "client.jsonl"
                 result = asyncio.run(
                     run_load(
-                        stack.url,
-                        stack.url,
+                        url,
+                        url,
                         users=users,
                         duration_s=seconds,
                         requests=None,
@@ -280,7 +327,9 @@ def under_load(users_list: list[int], seconds: float) -> list[dict]:
                 )
                 records = [json.loads(line) for line in out.read_text().splitlines()]
             finally:
-                stack.stop()
+                for process in reversed(processes):
+                    _stop(process)
+                server.stop()
             by_op: dict[str, list[float]] = {}
             for r in records:
                 by_op.setdefault(r["op"], []).append(r["latency_ms"])

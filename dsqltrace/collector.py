@@ -67,8 +67,19 @@ def count_spans(request: dict[str, Any]) -> int:
     )
 
 
+#: Requests are converted to JSON and written once no request has come for this long...
+IDLE_S = 0.2
+#: ... or once this many wait, whichever is first; a few at a time, between answers.
+MAX_PENDING = 5000
+_CHUNK = 8
+
+
 class Collector:
-    """Receives OTLP/HTTP traces and appends them to ``out`` (one request per line)."""
+    """Receives OTLP/HTTP traces and appends them to ``out`` (one request per line).
+
+    Answering comes first: a function's flush waits for the answer, so the JSON
+    conversion (the costly part) is done when the collector is idle.
+    """
 
     def __init__(self, out: Path) -> None:
         self.out = out
@@ -77,6 +88,7 @@ class Collector:
         out.parent.mkdir(parents=True, exist_ok=True)
         self._file = out.open("a", encoding="utf-8")
         self._pending: list[tuple[int, Any]] = []
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         received = time.time_ns()
@@ -103,14 +115,21 @@ class Collector:
             status = json.dumps({"code": 3, "message": f"bad request: {exc}"[:300]}).encode()
             return json_response(400, status)
         self._pending.append((received, parsed))
-        if len(self._pending) == 1:
-            # Converted and written after the answers that are ready have gone out.
-            asyncio.get_running_loop().call_soon(self._store)
+        loop = asyncio.get_running_loop()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if len(self._pending) >= MAX_PENDING:
+            loop.call_soon(self._store)
+        else:
+            self._idle_timer = loop.call_later(IDLE_S, self._store)
         return answer
 
-    def _store(self) -> None:
-        """Convert and write what arrived (after the answers went out)."""
-        pending, self._pending = self._pending, []
+    def _store(self, everything: bool = False) -> None:
+        """Convert and write what arrived, a chunk at a time so that answers are not held up."""
+        count = len(self._pending) if everything else _CHUNK
+        pending, self._pending = self._pending[:count], self._pending[count:]
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._store)
         for received, parsed in pending:
             request = parsed if isinstance(parsed, dict) else message_to_json(parsed)
             self.requests += 1
@@ -120,7 +139,7 @@ class Collector:
 
     def close(self) -> None:
         if self._pending:
-            self._store()
+            self._store(everything=True)
         self._file.close()
 
 
