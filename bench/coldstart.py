@@ -230,11 +230,31 @@ def main(argv: list[str] | None = None) -> int:
     pg = bench_database()
     spans_file = WORK / "spans.jsonl"
     collector, port = start_collector(spans_file)
+    from dsqltrace.pg import free_port
+
+    lean_port = free_port()
+    lean = subprocess.Popen(
+        [sys.executable, "-m", "bench.receiver", str(lean_port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert lean.stdout is not None
+    lean.stdout.readline()
     try:
         env = base_env(pg.url(), f"http://127.0.0.1:{port}")
         variants = [
             Variant("untraced", "bench.apps.untraced"),
             Variant("dsql-lambda-tracing, OTLP", "bench.apps.traced", spans_cold=5, spans_warm=3),
+            # The same, to a receiver that answers at once (as the Datadog extension does);
+            # its "spans delivered" counts requests, one per invocation.
+            Variant(
+                "dsql-lambda-tracing, OTLP to a minimal receiver",
+                "bench.apps.traced",
+                env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{lean_port}"},
+                spans_cold=1,
+                spans_warm=1,
+            ),
             # The same spans, not delivered: what span creation alone costs.
             Variant(
                 "dsql-lambda-tracing, spans only (exporter none)",
@@ -261,8 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         collector.terminate()
         collector.wait(10)
+        lean.terminate()
+        lean_out, _ = lean.communicate(timeout=10)
         pg.stop()
-    text = table(variants, count_delivered(spans_file), args.rounds, per_process * args.processes)
+    delivered = count_delivered(spans_file)
+    lean_requests = int(lean_out.split()[1]) if lean_out.startswith("requests") else 0
+    delivered["bench-dsql-lambda-tracing--otlp-to-a-minimal-receiver"] = lean_requests
+    text = table(variants, delivered, args.rounds, per_process * args.processes)
     print("\n" + text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
