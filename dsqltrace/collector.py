@@ -126,6 +126,8 @@ class Collector:
 
     def _store(self, everything: bool = False) -> None:
         """Convert and write what arrived, a chunk at a time so that answers are not held up."""
+        if self._file.closed:
+            return
         count = len(self._pending) if everything else _CHUNK
         pending, self._pending = self._pending[:count], self._pending[count:]
         if self._pending:
@@ -138,6 +140,8 @@ class Collector:
         self._file.flush()
 
     def close(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         if self._pending:
             self._store(everything=True)
         self._file.close()
