@@ -44,6 +44,7 @@ def demo_run() -> Path:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Seed (Rust" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr  # every piece stopped cleanly
     return out
 
 
