@@ -239,9 +239,8 @@ def token_paths(rounds: int, python: str) -> dict[str, float]:
 
 def under_load(users_list: list[int], seconds: float) -> list[dict]:
     """The Todo API in the emulator (``dsqltrace serve``, its own process), traced and untraced."""
-    from dsqltrace.demo import _start, _stop
+    from dsqltrace.demo import _stop, start_services
     from dsqltrace.load import parse_mix, run_load
-    from dsqltrace.pg import free_port
     from dsqltrace.serve import local_database
 
     rows = []
@@ -257,49 +256,11 @@ def under_load(users_list: list[int], seconds: float) -> list[dict]:
                 "AWS_ACCESS_KEY_ID": "AKIALOAD000000000000",
                 "AWS_SECRET_ACCESS_KEY": "s",
             }
-            processes = []
+            processes: list[subprocess.Popen[str]] = []
             try:
-                if traced:
-                    collector_port = free_port()
-                    processes.append(
-                        _start(
-                            [
-                                sys.executable,
-                                "-m",
-                                "dsqltrace.collector",
-                                "--port",
-                                str(collector_port),
-                                "--out",
-                                str(folder / "spans.jsonl"),
-                            ],
-                            env,
-                            "listening",
-                        )
-                    )
-                    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{collector_port}"
-                else:
-                    env["OTEL_SDK_DISABLED"] = "true"
-                port = free_port()
-                processes.append(
-                    _start(
-                        [
-                            sys.executable,
-                            "-m",
-                            "dsqltrace.serve",
-                            "--port",
-                            str(port),
-                            "--max-environments",
-                            str(users + 8),
-                            "--records",
-                            str(folder / "inv.jsonl"),
-                            "--log",
-                            str(folder / "emulator.log"),
-                        ],
-                        env,
-                        "listening",
-                    )
+                url = start_services(
+                    processes, folder, env, traced=traced, max_environments=users + 8
                 )
-                url = f"http://127.0.0.1:{port}"
                 asyncio.run(
                     run_load(
                         url,

@@ -58,6 +58,55 @@ def _stop(process: subprocess.Popen[str], timeout: float = 30) -> None:
             process.wait()
 
 
+def start_services(
+    processes: list[subprocess.Popen[str]],
+    folder: Path,
+    env: dict[str, str],
+    *,
+    traced: bool = True,
+    max_environments: int | None = None,
+) -> str:
+    """Start the collector (if ``traced``) and ``dsqltrace serve`` on free ports, writing into
+    ``folder``; appends them to ``processes`` and returns the Function URL."""
+    env = dict(env)
+    if traced:
+        collector_port = free_port()
+        processes.append(
+            _start(
+                [
+                    sys.executable,
+                    "-m",
+                    "dsqltrace.collector",
+                    "--port",
+                    str(collector_port),
+                    "--out",
+                    str(folder / SPANS_FILE),
+                ],
+                env,
+                "listening",
+            )
+        )
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{collector_port}"
+    else:
+        env["OTEL_SDK_DISABLED"] = "true"
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "dsqltrace.serve",
+        "--port",
+        str(port),
+        "--records",
+        str(folder / INVOCATIONS_FILE),
+        "--log",
+        str(folder / "emulator.log"),
+    ]
+    if max_environments is not None:
+        command += ["--max-environments", str(max_environments)]
+    processes.append(_start(command, env, "listening"))
+    return f"http://127.0.0.1:{port}"
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         mix = parse_mix(args.mix)
@@ -74,45 +123,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         _step("embedded PostgreSQL, schema")
         server, db_env = local_database()
-        _step("local OTLP collector")
-        collector_port = free_port()
-        env = {**os.environ, **db_env}
-        processes.append(
-            _start(
-                [
-                    sys.executable,
-                    "-m",
-                    "dsqltrace.collector",
-                    "--port",
-                    str(collector_port),
-                    "--out",
-                    str(out / SPANS_FILE),
-                ],
-                env,
-                "listening",
-            )
-        )
-        _step("Lambda emulator: todo-insert and todo-select behind a local Function URL")
-        url_port = free_port()
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{collector_port}"
-        processes.append(
-            _start(
-                [
-                    sys.executable,
-                    "-m",
-                    "dsqltrace.serve",
-                    "--port",
-                    str(url_port),
-                    "--records",
-                    str(out / INVOCATIONS_FILE),
-                    "--log",
-                    str(out / "emulator.log"),
-                ],
-                env,
-                "listening",
-            )
-        )
-        url = f"http://127.0.0.1:{url_port}"
+        _step("local OTLP collector; Lambda emulator with todo-insert and todo-select")
+        url = start_services(processes, out, {**os.environ, **db_env})
         _step(
             f"load: {args.users} virtual users for {args.duration:g} s ({args.mix}) against {url}"
         )
