@@ -105,6 +105,16 @@ def build_handler(api: TodoApi, operations: Iterable[str]) -> Callable[[Any, Any
     return handler
 
 
+#: 503 answers: the error code and message of each kind of unavailability.
+_UNAVAILABLE: dict[type[Exception], tuple[str, str]] = {
+    DatabaseUnavailable: (
+        "database_unavailable",
+        "the database cannot be reached right now; retry later",
+    ),
+    ConflictRetriesExhausted: ("conflict", "too many concurrent changes to this todo; retry later"),
+}
+
+
 def respond(router: Router, event: Any, context: Any) -> Response:
     """Route one event; every failure becomes a JSON error response."""
     try:
@@ -115,22 +125,10 @@ def respond(router: Router, event: Any, context: Any) -> Response:
         return router.dispatch(request)
     except HttpError as exc:
         return exc.response()
-    except DatabaseUnavailable as exc:
-        logger.warning("database unavailable: %s", exc)
-        return error_response(
-            503,
-            "database_unavailable",
-            "the database cannot be reached right now; retry later",
-            headers={"retry-after": RETRY_AFTER_S},
-        )
-    except ConflictRetriesExhausted as exc:
-        logger.warning("conflict retries exhausted: %s", exc)
-        return error_response(
-            503,
-            "conflict",
-            "too many concurrent changes to this todo; retry later",
-            headers={"retry-after": RETRY_AFTER_S},
-        )
+    except (DatabaseUnavailable, ConflictRetriesExhausted) as exc:
+        code, message = _UNAVAILABLE[type(exc)]
+        logger.warning("%s: %s", code, exc)
+        return error_response(503, code, message, headers={"retry-after": RETRY_AFTER_S})
     except Exception:
         logger.exception("unexpected error")
         return error_response(500, "internal_error", "internal error")

@@ -74,14 +74,18 @@ def _text(body: dict[str, Any], field: str, limit: int, *, required: bool) -> st
     return value
 
 
-def _unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
+def _reject_unknown(names: Any, allowed: set[str], what: str, code: str) -> None:
+    unknown = sorted(set(names) - allowed)
     if unknown:
         raise bad_request(
-            f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}",
+            f"unknown {what} {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}",
             field=unknown[0],
-            code="unknown_field",
+            code=code,
         )
+
+
+def _unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    _reject_unknown(body, allowed, "field", "unknown_field")
 
 
 @dataclass(frozen=True)
@@ -164,13 +168,7 @@ class Page:
 
 
 def _unknown_params(query: dict[str, str]) -> None:
-    unknown = sorted(set(query) - _QUERY_PARAMS)
-    if unknown:
-        raise bad_request(
-            f"unknown query parameter {unknown[0]!r}; allowed: cursor, limit",
-            field=unknown[0],
-            code="unknown_parameter",
-        )
+    _reject_unknown(query, _QUERY_PARAMS, "query parameter", "unknown_parameter")
 
 
 def encode_cursor(todo: Todo) -> str:
