@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import random
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import driver
+from dsqltrace.report.figures import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench"
@@ -156,29 +156,13 @@ def run_warm(variant: Variant, env: dict[str, str], count: int) -> None:
 
 
 def count_delivered(spans_file: Path) -> dict[str, int]:
+    """Spans the collector stored, per service."""
+    from dsqltrace.report.runs import read_spans
+
     counts: dict[str, int] = {}
-    if not spans_file.exists():
-        return counts
-    for line in spans_file.read_text().splitlines():
-        request = json.loads(line)["request"]
-        for rs in request.get("resourceSpans", []):
-            service = next(
-                (
-                    a["value"].get("stringValue")
-                    for a in rs.get("resource", {}).get("attributes", [])
-                    if a["key"] == "service.name"
-                ),
-                "?",
-            )
-            n = sum(len(ss.get("spans", [])) for ss in rs.get("scopeSpans", []))
-            counts[service] = counts.get(service, 0) + n
+    for span in read_spans(spans_file):
+        counts[span.service] = counts.get(span.service, 0) + 1
     return counts
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def paired_added(variant: Variant, baseline: Variant) -> float:
@@ -286,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         pg.stop()
     delivered = count_delivered(spans_file)
     lean_requests = int(lean_out.split()[1]) if lean_out.startswith("requests") else 0
-    delivered["bench-dsql-lambda-tracing--otlp-to-a-minimal-receiver"] = lean_requests
+    delivered[variants[2].service] = lean_requests  # the minimal receiver's variant
     text = table(variants, delivered, args.rounds, per_process * args.processes)
     print("\n" + text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import uuid
 import httpx
 import pytest
 
+from dsqltrace.report.figures import percentile
 from tests.figures import record
 from tests.stack_fixture import new_stack
 from tracing import names
@@ -55,16 +56,19 @@ def call(client: httpx.Client, method: str, path: str, **kwargs) -> httpx.Respon
 
 
 def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return percentile(values, 99)
 
 
-def timed_posts(client: httpx.Client, count: int) -> list[float]:
-    """Sequential POSTs; each one's invocation time (ms) measured inside the function."""
+def timed_posts(client: httpx.Client, count: int, failures: list[str] | None = None) -> list[float]:
+    """Sequential POSTs; the invocation time (ms) of each one answered 201, measured inside
+    the function. Other answers go to ``failures`` (or fail the test at once)."""
     durations = []
     for i in range(count):
         response = call(client, "POST", "/todos", json={"name": f"timed {i}"})
-        assert response.status_code == 201, response.text
+        if response.status_code != 201:
+            assert failures is not None, response.text
+            failures.append(f"{response.status_code} {response.text[:200]}")
+            continue
         durations.append(int(response.headers["x-invocation-us"]) / 1000)
     return durations
 
@@ -75,8 +79,9 @@ def test_collector_faults_cost_nothing_and_spans_flow_again(stack, fault) -> Non
         timed_posts(client, 30)  # warm
         healthy = timed_posts(client, 400)
         stack.set_collector(None if fault == "refused" else fault)
+        failures: list[str] = []
         try:
-            faulty = timed_posts(client, 401)
+            faulty = timed_posts(client, 401, failures)
         finally:
             stack.set_collector("none")
         # The first failed export waits for the flush timeout once; the ones after it are what
@@ -95,18 +100,19 @@ def test_collector_faults_cost_nothing_and_spans_flow_again(stack, fault) -> Non
             time.sleep(0.2)
     record(
         f"collector {fault}",
-        requests=len(faulty),
-        failed_requests=0,
+        requests=len(faulty) + len(failures),
+        failed_requests=len(failures),
         slowest_invocation_ms=round(faulty[worst], 1),
         added_p99_ms=round(added_p99, 3),
         recovered=bool(spans),
     )
+    assert failures == [], failures
     assert added_p99 <= 1.0, (fault, p99(after), p99(healthy), sorted(after)[-6:])
     assert spans, "spans did not flow again after the collector came back"
 
 
 def test_database_stopped_during_load(stack) -> None:
-    results: list[tuple[str, int, float, dict]] = []
+    results: list[tuple[str, int, float, dict, float]] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + 7
 
@@ -124,6 +130,7 @@ def test_database_stopped_during_load(stack) -> None:
                             response.status_code,
                             time.monotonic() - started,
                             dict(response.headers) | {"body": response.json()},
+                            started,
                         )
                     )
                 i += 1
@@ -135,17 +142,16 @@ def test_database_stopped_during_load(stack) -> None:
     stack.postgres.stop("fast")
     time.sleep(2)
     stack.postgres.start()
+    restarted = time.monotonic()
     for t in threads:
         t.join(60)
-    statuses = {status for _, status, _, _ in results}
+    statuses = {r[1] for r in results}
     assert statuses <= {201, 503}, statuses
     unavailable = [r for r in results if r[1] == 503]
     assert unavailable, "the database outage was not noticed"
     assert all(r[3]["retry-after"] == "1" for r in unavailable)
-    assert max(latency for _, _, latency, _ in results) < 3 + 2  # never past the connect timeout
-    tail = sorted(results, key=lambda r: r[2])[-1]
-    assert tail[2] < 5
-    acknowledged = {name: r["body"]["id"] for name, status, _, r in results if status == 201}
+    assert max(r[2] for r in results) < 3 + 2  # never past the connect timeout
+    acknowledged = {r[0]: r[3]["body"]["id"] for r in results if r[1] == 201}
     rows = stack.sql("SELECT id || '|' || name FROM todos WHERE name LIKE 'load %'").splitlines()
     stored: dict[str, list[str]] = {}
     for row in rows:
@@ -153,8 +159,9 @@ def test_database_stopped_during_load(stack) -> None:
         stored.setdefault(name, []).append(todo_id)
     lost = [n for n in acknowledged if acknowledged[n] not in stored.get(n, [])]
     duplicated = [n for n, ids in stored.items() if len(ids) > 1]
-    # The last requests, after the restart, succeeded: recovery without restarting functions.
-    last_second = [r for r in results if r[1] == 201]
+    # Requests sent a second after the restart all succeeded: recovery without
+    # restarting the functions.
+    after_restart = [r[1] for r in results if r[4] > restarted + 1]
     record(
         "database stopped during load",
         requests=len(results),
@@ -164,7 +171,7 @@ def test_database_stopped_during_load(stack) -> None:
         duplicated_writes=len(duplicated),
     )
     assert lost == [] and duplicated == []
-    assert last_second
+    assert after_restart and set(after_restart) == {201}
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         assert call(client, "POST", "/todos", json={"name": "after restart"}).status_code == 201
 
@@ -187,7 +194,12 @@ def test_server_side_termination_is_transparent(stack) -> None:
     )
     get_span = next(s for s in spans if s.name == names.GET_TODO and s.start_ns > since)
     assert get_span.attributes.get(names.DSQL_RECONNECT) is True
-    record("connections terminated by the server", requests=2, failed_requests=0)
+    answers = [read.status_code, write.status_code]
+    record(
+        "connections terminated by the server",
+        requests=len(answers),
+        failed_requests=sum(1 for a in answers if a >= 500),
+    )
 
 
 def test_occ_storm(stack) -> None:

@@ -81,7 +81,7 @@ def test_presign_matches_botocore_byte_for_byte(monkeypatch: pytest.MonkeyPatch)
         assert ours == botocore_token(case, monkeypatch), case
 
 
-def test_generator_uses_environment_credentials_without_boto3(monkeypatch, sink) -> None:
+def test_generator_uses_environment_credentials_without_boto3(monkeypatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAENVIRONMENT00000")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "environment-secret")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session/token+=")

@@ -22,7 +22,6 @@ import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -120,14 +119,6 @@ class RecordedSpan(trace.Span):
             **dict(attributes or {}),
         }
         self.add_event("exception", attrs, timestamp)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        self.end()
 
 
 @dataclass

@@ -195,19 +195,13 @@ def _finish(invocation: _Invocation, result: Any, exc: BaseException | None) -> 
 
 
 def _status_code(result: Any) -> int | None:
-    if isinstance(result, Mapping):
-        code = result.get("statusCode")
-        if isinstance(code, int):
-            return code
-        if "statusCode" not in result and "body" not in result:
-            return 200  # Function URLs answer 200 with the object as the body
-        return None if code is None else _int_or_none(code)
-    return 200
-
-
-def _int_or_none(value: Any) -> int | None:
+    """The HTTP status a Function URL answers with: ``statusCode``, else 200 (the result
+    is then the JSON body); None for a ``statusCode`` that is not a number."""
+    code = result.get("statusCode") if isinstance(result, Mapping) else None
+    if code is None:
+        return 200
     try:
-        return int(value)
+        return int(code)
     except (TypeError, ValueError):
         return None
 
