@@ -237,78 +237,69 @@ def token_paths(rounds: int, python: str) -> dict[str, float]:
     return results
 
 
-def under_load(users_list: list[int], seconds: float) -> list[dict]:
-    """The Todo API in the emulator (``dsqltrace serve``, its own process), traced and untraced."""
+def under_load(users_list: list[int], seconds: float, rounds: int) -> list[dict]:
+    """The Todo API in the emulator (``dsqltrace serve``, its own process), traced and untraced.
+
+    Each round runs both, in alternating order, on a fresh stack: a 5 s warm-up,
+    then ``seconds`` measured, with the CPU each part of the stack used.
+    """
+    rows = []
+    for users in users_list:
+        for r in range(rounds):
+            for traced in (False, True) if r % 2 == 0 else (True, False):
+                row = _load_run(users, traced, seconds)
+                row["round"] = r
+                rows.append(row)
+                print(
+                    f"load: {users} users, round {r + 1}/{rounds}, traced={traced}: "
+                    f"{row['rps']:.0f} req/s",
+                    file=sys.stderr,
+                )
+    return rows
+
+
+def _load_run(users: int, traced: bool, seconds: float) -> dict:
+    from bench import cpu
     from dsqltrace.demo import _stop, start_services
     from dsqltrace.load import parse_mix, run_load
     from dsqltrace.serve import local_database
 
-    rows = []
     mix = parse_mix("post=1,get=1")
-    for users in users_list:
-        for traced in (False, True):
-            folder = Path(tempfile.mkdtemp(prefix="dsqltrace-load-"))
-            folder.chmod(0o755)
-            server, db_env = local_database(folder / "pg")
-            env = {
-                **os.environ,
-                **db_env,
-                "AWS_ACCESS_KEY_ID": "AKIALOAD000000000000",
-                "AWS_SECRET_ACCESS_KEY": "s",
-            }
-            processes: list[subprocess.Popen[str]] = []
-            try:
-                url = start_services(
-                    processes, folder, env, traced=traced, max_environments=users + 8
-                )
-                asyncio.run(
-                    run_load(
-                        url,
-                        url,
-                        users=users,
-                        duration_s=min(5.0, seconds),
-                        requests=None,
-                        mix=mix,
-                        out=None,
-                        progress=False,
-                    )
-                )  # warm up
-                out = folder / "client.jsonl"
-                result = asyncio.run(
-                    run_load(
-                        url,
-                        url,
-                        users=users,
-                        duration_s=seconds,
-                        requests=None,
-                        mix=mix,
-                        out=out,
-                        progress=False,
-                    )
-                )
-                records = [json.loads(line) for line in out.read_text().splitlines()]
-            finally:
-                for process in reversed(processes):
-                    _stop(process)
-                server.stop()
-            by_op: dict[str, list[float]] = {}
-            for r in records:
-                by_op.setdefault(r["op"], []).append(r["latency_ms"])
-            rows.append(
-                {
-                    "users": users,
-                    "traced": traced,
-                    "rps": result.requests / result.elapsed_s,
-                    "errors": result.server_errors,
-                    "insert_p95": percentile(by_op.get("post", [0.0]), 95),
-                    "select_p95": percentile(by_op.get("get", [0.0]), 95),
-                }
-            )
-            print(
-                f"load: {users} users, traced={traced}: {rows[-1]['rps']:.0f} req/s",
-                file=sys.stderr,
-            )
-    return rows
+    folder = Path(tempfile.mkdtemp(prefix="dsqltrace-load-"))
+    folder.chmod(0o755)
+    server, db_env = local_database(folder / "pg")
+    env = {
+        **os.environ,
+        **db_env,
+        "AWS_ACCESS_KEY_ID": "AKIALOAD000000000000",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }
+    processes: list[subprocess.Popen[str]] = []
+    out = folder / "client.jsonl"
+    try:
+        url = start_services(processes, folder, env, traced=traced, max_environments=users + 8)
+        common = {"users": users, "requests": None, "mix": mix, "progress": False}
+        asyncio.run(run_load(url, url, duration_s=min(5.0, seconds), out=None, **common))
+        before = cpu.snapshot()
+        result = asyncio.run(run_load(url, url, duration_s=seconds, out=out, **common))
+        used = cpu.per_request(before, cpu.snapshot(), result.requests)
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+        server.stop()
+    by_op: dict[str, list[float]] = {}
+    for record in records:
+        by_op.setdefault(record["op"], []).append(record["latency_ms"])
+    return {
+        "users": users,
+        "traced": traced,
+        "rps": result.requests / result.elapsed_s,
+        "errors": result.server_errors,
+        "insert_p95": percentile(by_op.get("post", [0.0]), 95),
+        "select_p95": percentile(by_op.get("get", [0.0]), 95),
+        "cpu_us": used,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=int, default=2000)
     parser.add_argument("--load-seconds", type=float, default=15.0)
     parser.add_argument("--load-users", default="30,100")
+    parser.add_argument("--load-rounds", type=int, default=3)
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/compare.md")
     args = parser.parse_args(argv)
@@ -392,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     load_rows = (
         []
         if args.skip_load
-        else under_load([int(u) for u in args.load_users.split(",")], args.load_seconds)
+        else under_load(
+            [int(u) for u in args.load_users.split(",")], args.load_seconds, args.load_rounds
+        )
     )
     text = render(variants, delivered, tokens, load_rows, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -459,25 +453,61 @@ def render(
     lines += ["", "| DSQL auth token, fresh process | median (ms) |", "|---|---|"]
     lines += [f"| {label} | {value:.2f} |" for label, value in tokens.items()]
     if load_rows:
-        lines += [
-            "",
-            "| virtual users | tracing | requests/s | insert p95 (ms) | select p95 (ms) | 5xx |",
-            "|---|---|---|---|---|---|",
-        ]
-        for row in load_rows:
-            lines.append(
-                f"| {row['users']} | {'on' if row['traced'] else 'off'} | {row['rps']:.0f} | "
-                f"{row['insert_p95']:.1f} | {row['select_p95']:.1f} | {row['errors']} |"
-            )
-        for users in sorted({r["users"] for r in load_rows}):
-            off = next(r for r in load_rows if r["users"] == users and not r["traced"])
-            on = next(r for r in load_rows if r["users"] == users and r["traced"])
-            lines.append("")
-            lines.append(
-                f"Throughput cost of tracing at {users} users: "
-                f"{100 * (1 - on['rps'] / off['rps']):.1f} %."
-            )
+        lines += ["", *render_load(load_rows)]
     return "\n".join(lines)
+
+
+def render_load(rows: list[dict]) -> list[str]:
+    """Load figures: medians over rounds, and where the CPU of a request goes."""
+    from bench.cpu import ROLES
+
+    rounds = 1 + max(row["round"] for row in rows)
+    lines = [
+        f"Under load: the Todo API in the emulator, POST and GET alternating, {rounds} rounds "
+        "per row (traced and untraced in alternating order, each on a fresh stack); medians. "
+        "Everything shares the machine's cores, so CPU per request is what sets throughput.",
+        "",
+        "| virtual users | tracing | requests/s | insert p95 (ms) | select p95 (ms) | 5xx | "
+        + " | ".join(f"{role} CPU (µs/req)" for role in ROLES)
+        + " | total CPU (µs/req) |",
+        "|---" * (7 + len(ROLES)) + "|",
+    ]
+    summary = []
+    for users in sorted({row["users"] for row in rows}):
+        medians = {}
+        for traced in (False, True):
+            runs = [row for row in rows if row["users"] == users and row["traced"] == traced]
+            cpu = {role: statistics.median(run["cpu_us"][role] for run in runs) for role in ROLES}
+            medians[traced] = (statistics.median(run["rps"] for run in runs), cpu)
+            lines.append(
+                f"| {users} | {'on' if traced else 'off'} | {medians[traced][0]:.0f} | "
+                f"{statistics.median(run['insert_p95'] for run in runs):.1f} | "
+                f"{statistics.median(run['select_p95'] for run in runs):.1f} | "
+                f"{sum(run['errors'] for run in runs)} | "
+                + " | ".join(f"{cpu[role]:.0f}" for role in ROLES)
+                + f" | {sum(cpu.values()):.0f} |"
+            )
+        paired = [
+            on["rps"] / off["rps"]
+            for off in rows
+            for on in rows
+            if off["users"] == on["users"] == users
+            and off["round"] == on["round"]
+            and not off["traced"]
+            and on["traced"]
+        ]
+        (off_rps, off_cpu), (on_rps, on_cpu) = medians[False], medians[True]
+        added = {role: on_cpu[role] - off_cpu[role] for role in ROLES}
+        summary.append(
+            f"At {users} users tracing costs {100 * (1 - on_rps / off_rps):.1f} % of throughput "
+            f"(median of per-round ratios: {100 * (1 - statistics.median(paired)):.1f} %, "
+            f"rounds {', '.join(f'{100 * (1 - x):.0f}' for x in paired)} %); it adds "
+            f"{sum(added.values()):.0f} µs of CPU per request "
+            f"({100 * sum(added.values()) / sum(off_cpu.values()):.0f} % of the untraced "
+            f"{sum(off_cpu.values()):.0f} µs): {added['function']:.0f} in the functions, "
+            f"{added['collector']:.0f} in the collector."
+        )
+    return [*lines, "", *summary]
 
 
 if __name__ == "__main__":

@@ -7,8 +7,13 @@ status for a body that does not decode, 404/405 elsewhere, 415 for other
 content types.  Each accepted request is appended to the output file as one
 line, ``{"received_ns": ..., "request": <ExportTraceServiceRequest, OTLP JSON
 encoding: hex ids, integer enums>}``, so that the report can tell spans that
-arrived after their invocation returned.  The answer goes out before the
-JSON conversion: on loopback, the function's flush waits for it.
+arrived after their invocation returned.
+
+A function's flush waits for the answer, and under load the collector shares
+the machine's cores with the functions it serves; so a request is only
+decoded (to check it) before the answer, kept as received, and converted to
+JSON once the collector is idle, or when the kept requests exceed
+``MAX_PENDING_BYTES``.
 """
 
 from __future__ import annotations
@@ -69,8 +74,8 @@ def count_spans(request: dict[str, Any]) -> int:
 
 #: Requests are converted to JSON and written once no request has come for this long...
 IDLE_S = 0.2
-#: ... or once this many wait, whichever is first; a few at a time, between answers.
-MAX_PENDING = 5000
+#: ... or once their bodies add up to this many bytes; a few at a time, between answers.
+MAX_PENDING_BYTES = 64 * 1024 * 1024
 _CHUNK = 8
 
 
@@ -78,7 +83,8 @@ class Collector:
     """Receives OTLP/HTTP traces and appends them to ``out`` (one request per line).
 
     Answering comes first: a function's flush waits for the answer, so the JSON
-    conversion (the costly part) is done when the collector is idle.
+    conversion (the costly part) is done when the collector is idle.  Kept
+    requests are ``(received_ns, content_type, body)``, checked already.
     """
 
     def __init__(self, out: Path) -> None:
@@ -87,8 +93,10 @@ class Collector:
         self.spans = 0
         out.parent.mkdir(parents=True, exist_ok=True)
         self._file = out.open("a", encoding="utf-8")
-        self._pending: list[tuple[int, Any]] = []
+        self._pending: list[tuple[int, str, bytes]] = []
+        self._pending_bytes = 0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_received = 0.0
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         received = time.time_ns()
@@ -102,11 +110,10 @@ class Collector:
             if request.headers.get("content-encoding", "").lower() == "gzip":
                 body = gzip.decompress(body)
             if content_type == "application/x-protobuf":
-                parsed: Any = parse_protobuf(body)
+                parse_protobuf(body)
                 answer = HttpResponse(200, b"", [("Content-Type", "application/x-protobuf")])
             elif content_type == "application/json":
-                parsed = json.loads(body)
-                if not isinstance(parsed, dict):
+                if not isinstance(json.loads(body), dict):
                     raise ValueError("not an ExportTraceServiceRequest object")
                 answer = json_response(200, b"{}")
             else:
@@ -114,15 +121,25 @@ class Collector:
         except Exception as exc:  # whatever the decoder raises for a bad body
             status = json.dumps({"code": 3, "message": f"bad request: {exc}"[:300]}).encode()
             return json_response(400, status)
-        self._pending.append((received, parsed))
+        self._pending.append((received, content_type, body))
+        self._pending_bytes += len(body)
         loop = asyncio.get_running_loop()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        if len(self._pending) >= MAX_PENDING:
+        self._last_received = loop.time()
+        if self._pending_bytes >= MAX_PENDING_BYTES:
             loop.call_soon(self._store)
-        else:
-            self._idle_timer = loop.call_later(IDLE_S, self._store)
+        elif self._idle_timer is None:
+            self._idle_timer = loop.call_later(IDLE_S, self._when_idle)
         return answer
+
+    def _when_idle(self) -> None:
+        """Store what waits once no request came for ``IDLE_S`` (one timer for all requests)."""
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_received
+        if quiet < IDLE_S:
+            self._idle_timer = loop.call_later(IDLE_S - quiet, self._when_idle)
+            return
+        self._idle_timer = None
+        self._store()
 
     def _store(self, everything: bool = False) -> None:
         """Convert and write what arrived, a chunk at a time so that answers are not held up."""
@@ -130,10 +147,14 @@ class Collector:
             return
         count = len(self._pending) if everything else _CHUNK
         pending, self._pending = self._pending[:count], self._pending[count:]
+        self._pending_bytes -= sum(len(body) for _, _, body in pending)
         if self._pending:
             asyncio.get_running_loop().call_soon(self._store)
-        for received, parsed in pending:
-            request = parsed if isinstance(parsed, dict) else message_to_json(parsed)
+        for received, content_type, body in pending:
+            if content_type == "application/json":
+                request = json.loads(body)
+            else:
+                request = message_to_json(parse_protobuf(body))
             self.requests += 1
             self.spans += count_spans(request)
             self._file.write(json.dumps({"received_ns": received, "request": request}) + "\n")

@@ -161,3 +161,40 @@ def test_json_bodies_and_protocol_errors(collector) -> None:
 
     time.sleep(0.2)  # storing follows the answers; nothing more may arrive
     assert len(stored(out)) == 2
+
+
+def test_requests_are_kept_until_idle_or_over_budget(tmp_path: Path, monkeypatch) -> None:
+    """Answers come first; JSON is written once the collector is idle, or sooner when the
+    kept bodies exceed the byte budget, and nothing is lost either way."""
+    import asyncio
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from dsqltrace import collector as module
+    from dsqltrace.httpserver import HttpRequest
+
+    memory = InMemorySpanExporter()
+    spans_from_sdk(memory)
+    body = encode_spans(memory.get_finished_spans()).SerializeToString()
+    headers = {"content-type": "application/x-protobuf"}
+
+    async def scenario(budget: int, count: int) -> tuple[int, int, int]:
+        monkeypatch.setattr(module, "MAX_PENDING_BYTES", budget)
+        out = tmp_path / f"spans-{budget}.jsonl"
+        collector = module.Collector(out)
+        for _ in range(count):
+            answer = collector.handle(HttpRequest("POST", "/v1/traces", headers, body))
+            assert answer.status == 200
+        await asyncio.sleep(0)  # what is due at once runs (over budget)
+        await asyncio.sleep(0.01)
+        written_before_idle = len(out.read_text().splitlines())
+        await asyncio.sleep(module.IDLE_S * 2)
+        written_after_idle = len(out.read_text().splitlines())
+        collector.close()
+        return written_before_idle, written_after_idle, collector.spans
+
+    before, after, spans = asyncio.run(scenario(budget=64 * 1024 * 1024, count=20))
+    assert (before, after, spans) == (0, 20, 40)  # kept while busy, all written when idle
+    before, after, spans = asyncio.run(scenario(budget=len(body) * 4, count=20))
+    assert before > 0 and after == 20 and spans == 40  # over budget: written without waiting

@@ -18,11 +18,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from opentelemetry.trace import SpanKind, StatusCode
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanContext
 
 logger = logging.getLogger("tracing")
 
@@ -77,42 +78,51 @@ def _any_value(value: Any) -> bytes:
 
 _KV_CACHE: dict[tuple[str, type, Any], bytes] = {}
 _KV_CACHE_SIZE = 4096
-_CACHEABLE = (str, bool, int, float)
+_CACHEABLE = frozenset((str, bool, int, float))
 
 
 def _key_value(key: str, value: Any) -> bytes:
-    """An encoded ``KeyValue``; repeated scalar pairs come from a bounded cache."""
-    cacheable = type(value) in _CACHEABLE
-    if cacheable:
-        hit = _KV_CACHE.get((key, type(value), value))
-        if hit is not None:
-            return hit
-    kv = _field(b"\x0a", key.encode("utf-8", "replace")) + _field(b"\x12", _any_value(value))
-    if cacheable:
-        if len(_KV_CACHE) >= _KV_CACHE_SIZE:
-            _KV_CACHE.clear()
-        _KV_CACHE[(key, type(value), value)] = kv
-    return kv
+    """An encoded ``KeyValue``."""
+    return _field(b"\x0a", key.encode("utf-8", "replace")) + _field(b"\x12", _any_value(value))
 
 
 def _key_values(attributes: Mapping[str, Any] | None, tag: bytes) -> bytes:
+    """Each attribute as a ``KeyValue`` field ``tag``; repeated scalar pairs come from a
+    bounded cache (most attributes repeat from one invocation to the next)."""
     if not attributes:
         return b""
+    cache = _KV_CACHE
     parts = []
     for key, value in attributes.items():
+        kind = type(value)
+        cacheable = kind in _CACHEABLE
+        if cacheable:
+            hit = cache.get((key, kind, value))
+            if hit is not None:
+                parts.append(tag + hit)
+                continue
         try:
             kv = _key_value(str(key), value)
         except TypeError:
             logger.debug("tracing: dropping attribute %s of unsupported type", key)
             continue
         n = len(kv)
-        parts.append(tag + (bytes((n,)) if n < 0x80 else _varint(n)) + kv)
+        framed = (bytes((n,)) if n < 0x80 else _varint(n)) + kv
+        if cacheable:
+            if len(cache) >= _KV_CACHE_SIZE:
+                cache.clear()
+            cache[(key, kind, value)] = framed
+        parts.append(tag + framed)
     return b"".join(parts)
 
 
-def _flags(parent: SpanContext | None) -> bytes:
-    flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    return b"\x85\x01" + _pack_fixed32(flags)
+_LOCAL_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+_EMPTY_STATUS = b"\x7a\x00"
+
+
+# Span.kind: the OTLP enum is the API's plus one (0 is SPAN_KIND_UNSPECIFIED).
+_KINDS = {kind: b"\x30" + bytes((kind.value + 1,)) for kind in SpanKind}
 
 
 def encode_span(span: ReadableSpan) -> bytes:
@@ -130,7 +140,7 @@ def encode_span(span: ReadableSpan) -> bytes:
     if parent is not None:
         out.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     out.append(_field(b"\x2a", span.name.encode("utf-8", "replace")))
-    out.append(b"\x30" + bytes((span.kind.value + 1,)))
+    out.append(_KINDS[span.kind])
     out.append(b"\x39" + _pack_fixed64(span.start_time or 0))
     out.append(b"\x41" + _pack_fixed64(span.end_time or 0))
     out.append(_key_values(span.attributes, b"\x4a"))
@@ -156,13 +166,16 @@ def encode_span(span: ReadableSpan) -> bytes:
     if span.dropped_links:
         out.append(b"\x70" + _varint(span.dropped_links))
     status = span.status
-    body = b""
-    if status.description:
-        body += _field(b"\x12", status.description.encode("utf-8", "replace"))
-    if status.status_code.value:
-        body += b"\x18" + bytes((status.status_code.value,))
-    out.append(_field(b"\x7a", body))
-    out.append(_flags(parent))
+    if status.description or status.status_code is not StatusCode.UNSET:
+        body = b""
+        if status.description:
+            body += _field(b"\x12", status.description.encode("utf-8", "replace"))
+        if status.status_code.value:
+            body += b"\x18" + bytes((status.status_code.value,))
+        out.append(_field(b"\x7a", body))
+    else:
+        out.append(_EMPTY_STATUS)
+    out.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
     return b"".join(out)
 
 

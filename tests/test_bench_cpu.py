@@ -1,0 +1,57 @@
+"""The load benchmark's CPU accounting: each process of the stack counted under its role."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import cpu
+from dsqltrace.pg import free_port
+from tests.agent import ROOT
+
+
+def test_collector_cpu_is_counted_under_its_role(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dsqltrace.collector",
+            "--port",
+            str(port),
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        before = cpu.snapshot()
+        assert (process.pid, "collector") in before
+        # Make the collector work: many small bad requests, each answered 400.
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", port)
+        start = time.monotonic()
+        while time.monotonic() - start < 0.5:
+            connection.request(
+                "POST", "/v1/traces", b"\xff", {"Content-Type": "application/x-protobuf"}
+            )
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 400
+        busy = sum(range(2_000_000))  # the load generator's own CPU (this process)
+        after = cpu.snapshot()
+    finally:
+        process.terminate()
+        process.wait(10)
+    used = cpu.per_request(before, after, requests=10)
+    assert busy > 0
+    assert set(used) == set(cpu.ROLES)
+    assert used["collector"] > 0
+    assert used["load generator"] > 0  # this process
