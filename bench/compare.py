@@ -463,7 +463,7 @@ def render_load(rows: list[dict]) -> list[str]:
 
     rounds = 1 + max(row["round"] for row in rows)
     lines = [
-        f"Under load: the Todo API in the emulator, POST and GET alternating, {rounds} rounds "
+        f"The Todo API in the emulator, POST and GET alternating, {rounds} rounds "
         "per row (traced and untraced in alternating order, each on a fresh stack); medians. "
         "Everything shares the machine's cores, so CPU per request is what sets throughput.",
         "",
@@ -498,6 +498,7 @@ def render_load(rows: list[dict]) -> list[str]:
         ]
         (off_rps, off_cpu), (on_rps, on_cpu) = medians[False], medians[True]
         added = {role: on_cpu[role] - off_cpu[role] for role in ROLES}
+        served = sum(off_cpu[role] for role in ("function", "emulator", "PostgreSQL"))
         summary.append(
             f"At {users} users tracing costs {100 * (1 - on_rps / off_rps):.1f} % of throughput "
             f"(median of per-round ratios: {100 * (1 - statistics.median(paired)):.1f} %, "
@@ -505,7 +506,8 @@ def render_load(rows: list[dict]) -> list[str]:
             f"{sum(added.values()):.0f} µs of CPU per request "
             f"({100 * sum(added.values()) / sum(off_cpu.values()):.0f} % of the untraced "
             f"{sum(off_cpu.values()):.0f} µs): {added['function']:.0f} in the functions, "
-            f"{added['collector']:.0f} in the collector."
+            f"{added['collector']:.0f} in the collector, against {served:.0f} µs that the "
+            "untraced functions, emulator and PostgreSQL use."
         )
     return [*lines, "", *summary]
 

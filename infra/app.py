@@ -40,6 +40,7 @@ def settings_from_context(app: cdk.App) -> Settings:
         db_user=str(ctx("dbUser") or "admin"),
         deletion_protection=_bool(ctx("deletionProtection"), True),
         log_retention_days=int(ctx("logRetentionDays") or 14),
+        tracing=_bool(ctx("tracing"), True),
     )
 
 

@@ -7,7 +7,9 @@ Settings come from CDK context (``cdk.json``, or ``-c key=value``):
 - ``architecture`` ("arm64"), ``memorySize`` (256, as in the seed), ``timeout`` (10 s);
 - ``datadogExtensionVersion`` (layer version), ``datadogSite``, ``env``, ``version``;
 - ``dbUser`` ("admin"; another role gets ``dsql:DbConnect`` instead of ``dsql:DbConnectAdmin``);
-- ``deletionProtection`` (true), ``logRetentionDays`` (14).
+- ``deletionProtection`` (true), ``logRetentionDays`` (14);
+- ``tracing`` (true): false deploys the same functions untraced (``OTEL_SDK_DISABLED``,
+  no Datadog extension, no secret), the baseline for measuring what tracing costs.
 
 The Datadog API key is never in the template: the deployer passes the ARN of a
 Secrets Manager secret (parameter ``DatadogSecretArn``), which the
@@ -50,6 +52,7 @@ class Settings:
     db_user: str = "admin"
     deletion_protection: bool = True
     log_retention_days: int = 14
+    tracing: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -65,39 +68,28 @@ class TodoApiStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         s = settings
-        api_key_secret = CfnParameter(
-            self,
-            "DatadogSecretArn",
-            type="String",
-            description="ARN of the Secrets Manager secret holding the Datadog API key",
-            no_echo=True,
-            allowed_pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
-        )
         cluster = dsql.CfnCluster(
             self, "Cluster", deletion_protection_enabled=s.deletion_protection
         )
         arm = s.architecture == "arm64"
-        layer = lambda_.LayerVersion.from_layer_version_arn(
-            self,
-            "DatadogExtension",
-            datadog_extension_arn(Aws.REGION, s.architecture, s.datadog_extension_version),
-        )
         connect_action = "dsql:DbConnectAdmin" if s.db_user == "admin" else "dsql:DbConnect"
         environment = {
             "CLUSTER_ENDPOINT": cluster.attr_endpoint,
             "DB_USER": s.db_user,
-            "DD_SERVICE": s.service,
-            "DD_ENV": s.env,
-            "DD_VERSION": s.version,
-            "DD_SITE": s.datadog_site,
-            "DD_API_KEY_SECRET_ARN": api_key_secret.value_as_string,
-            # The extension receives OTLP/HTTP on localhost:4318; no Datadog tracing layer.
-            "DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT": "localhost:4318",
-            "DD_TRACE_ENABLED": "true",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
+            **(self._tracing_environment(s) if s.tracing else {"OTEL_SDK_DISABLED": "true"}),
             **s.extra_env,
         }
+        layers = (
+            [
+                lambda_.LayerVersion.from_layer_version_arn(
+                    self,
+                    "DatadogExtension",
+                    datadog_extension_arn(Aws.REGION, s.architecture, s.datadog_extension_version),
+                )
+            ]
+            if s.tracing
+            else []
+        )
         code = lambda_.Code.from_asset(s.asset_dir)
         auth = (
             lambda_.FunctionUrlAuthType.NONE
@@ -138,22 +130,47 @@ class TodoApiStack(Stack):
                 memory_size=s.memory_size,
                 timeout=Duration.seconds(s.timeout_s),
                 environment=environment,
-                layers=[layer],
+                layers=layers,
                 log_group=log_group,
             )
             function.add_to_role_policy(
                 iam.PolicyStatement(actions=[connect_action], resources=[cluster.attr_resource_arn])
             )
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["secretsmanager:GetSecretValue"],
-                    resources=[api_key_secret.value_as_string],
+            if s.tracing:
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=["secretsmanager:GetSecretValue"],
+                        resources=[environment["DD_API_KEY_SECRET_ARN"]],
+                    )
                 )
-            )
             url = function.add_function_url(auth_type=auth, cors=cors)
             CfnOutput(self, f"{name}Url", value=url.url, description=f"Function URL: {routes}")
         CfnOutput(self, "ClusterEndpoint", value=cluster.attr_endpoint)
         CfnOutput(self, "ClusterArn", value=cluster.attr_resource_arn)
+
+
+    def _tracing_environment(self, s: Settings) -> dict[str, str]:
+        """Spans go by OTLP/HTTP to the Datadog extension, whose API key is in a secret."""
+        api_key_secret = CfnParameter(
+            self,
+            "DatadogSecretArn",
+            type="String",
+            description="ARN of the Secrets Manager secret holding the Datadog API key",
+            no_echo=True,
+            allowed_pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
+        )
+        return {
+            "DD_SERVICE": s.service,
+            "DD_ENV": s.env,
+            "DD_VERSION": s.version,
+            "DD_SITE": s.datadog_site,
+            "DD_API_KEY_SECRET_ARN": api_key_secret.value_as_string,
+            # The extension receives OTLP/HTTP on localhost:4318; no Datadog tracing layer.
+            "DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT": "localhost:4318",
+            "DD_TRACE_ENABLED": "true",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
+        }
 
 
 def _retention(days: int) -> logs.RetentionDays:

@@ -138,6 +138,19 @@ def test_datadog_extension_layer_and_environment(synthesized) -> None:
         assert env["CLUSTER_ENDPOINT"]["Fn::GetAtt"][1] == "Endpoint"
 
 
+def test_untraced_baseline_has_no_extension_and_no_secret(tmp_path: Path) -> None:
+    """``-c tracing=false``: the same functions without tracing, to measure what it costs."""
+    template, _, _ = synth(tmp_path, tracing="false")
+    assert "DatadogSecretArn" not in template.to_json().get("Parameters", {})
+    for function in functions(template).values():
+        props = function["Properties"]
+        assert "Layers" not in props
+        env = props["Environment"]["Variables"]
+        assert env["OTEL_SDK_DISABLED"] == "true"
+        assert not [key for key in env if key.startswith("DD_")]
+    assert "secretsmanager" not in json.dumps(template.find_resources("AWS::IAM::Policy"))
+
+
 def test_x86_layer_name(tmp_path: Path) -> None:
     template, _, _ = synth(tmp_path, architecture="x86_64")
     for function in functions(template).values():
