@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import http.client
 import time
 from pathlib import Path
 
 from bench import cpu
-from dsqltrace.pg import free_port
-from tests.agent import ROOT
+from bench.coldstart import start_collector
 
 
 def test_collector_cpu_is_counted_under_its_role(tmp_path: Path) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dsqltrace.collector",
-            "--port",
-            str(port),
-            "--out",
-            str(tmp_path / "s"),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process, port = start_collector(tmp_path / "spans.jsonl")
     try:
-        assert process.stdout is not None
-        process.stdout.readline()
         before = cpu.snapshot()
         assert (process.pid, "collector") in before
         # Make the collector work: many small bad requests, each answered 400.
-        import http.client
-
         connection = http.client.HTTPConnection("127.0.0.1", port)
         start = time.monotonic()
         while time.monotonic() - start < 0.5:
