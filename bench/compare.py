@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=int, default=2000)
     parser.add_argument("--load-seconds", type=float, default=15.0)
     parser.add_argument("--load-users", default="30,100")
-    parser.add_argument("--load-rounds", type=int, default=3)
+    parser.add_argument("--load-rounds", type=int, default=5)
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/compare.md")
     args = parser.parse_args(argv)

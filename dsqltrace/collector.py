@@ -31,7 +31,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dsqltrace.httpserver import HttpRequest, HttpResponse, bound_port, json_response, start
+from dsqltrace.httpserver import (
+    HttpRequest,
+    HttpResponse,
+    bound_port,
+    json_response,
+    start,
+)
+from dsqltrace.httpserver import run as run_server
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
@@ -259,7 +266,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(
+    run_server(
         serve(args.host, args.port, args.out, fault=args.fault, delay_s=args.delay_ms / 1000)
     )
     return 0

@@ -29,6 +29,7 @@ from dsqltrace.app import (
     todo_routes,
 )
 from dsqltrace.emulator.server import Emulator
+from dsqltrace.httpserver import run as run_server
 from dsqltrace.pg import EmbeddedPostgres
 
 #: Where the local stack keeps its data (``DSQLTRACE_DATA_DIR`` overrides).
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             f"embedded PostgreSQL on 127.0.0.1:{server.port} (data in {server.folder})", flush=True
         )
     try:
-        asyncio.run(serve(args, db_env))
+        run_server(serve(args, db_env))
     finally:
         if server is not None:
             server.stop()

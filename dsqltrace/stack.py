@@ -23,6 +23,7 @@ from typing import Any
 from dsqltrace.app import OPENAPI_PATH, ROOT, openapi_document, todo_functions, todo_routes
 from dsqltrace.emulator.function import FunctionConfig
 from dsqltrace.emulator.server import Emulator, Route
+from dsqltrace.httpserver import new_event_loop
 from dsqltrace.pg import EmbeddedPostgres, free_port
 from dsqltrace.report.runs import Span, read_spans
 from dsqltrace.serve import local_database
@@ -59,7 +60,7 @@ class LocalStack:
         self.db_env: dict[str, str] = {}
         self.collector_port = free_port()
         self._collector: subprocess.Popen[str] | None = None
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread: threading.Thread | None = None
         self.emulator: Emulator | None = None
         self.url = ""

@@ -148,7 +148,6 @@ class TodoApiStack(Stack):
         CfnOutput(self, "ClusterEndpoint", value=cluster.attr_endpoint)
         CfnOutput(self, "ClusterArn", value=cluster.attr_resource_arn)
 
-
     def _tracing_environment(self, s: Settings) -> dict[str, str]:
         """Spans go by OTLP/HTTP to the Datadog extension, whose API key is in a secret."""
         api_key_secret = CfnParameter(
