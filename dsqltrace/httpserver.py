@@ -4,6 +4,8 @@ The local collector, the Function URL front and the Lambda Runtime API all
 speak through it.  A handler takes a :class:`HttpRequest` and returns a
 :class:`HttpResponse`, or an awaitable of one (the Runtime API's ``/next``
 waits for an invocation); responses on a connection go out in request order.
+:func:`run` runs a server on uvloop when it is installed (the ``local`` extra
+installs it), else on asyncio's own loop.
 """
 
 from __future__ import annotations
