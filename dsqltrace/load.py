@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import random
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -125,7 +126,14 @@ async def run_load(
             budget[0] -= 1
         return True
 
-    async def user(client: httpx.AsyncClient, n: int) -> None:
+    async def user(n: int, verify: ssl.SSLContext) -> None:
+        # One client and one connection per virtual user, as separate users would have:
+        # httpcore scans every pooled connection on every request of a shared pool.
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(timeout=timeout_s, limits=limits, verify=verify) as client:
+            await requests_of(client, n)
+
+    async def requests_of(client: httpx.AsyncClient, n: int) -> None:
         rng = random.Random(n)
         while take():
             op = rng.choices(ops, weights)[0]
@@ -170,16 +178,15 @@ async def run_load(
                     + "\n"
                 )
 
-    limits = httpx.Limits(max_connections=users * 2, max_keepalive_connections=users * 2)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-        reporter = (
-            asyncio.ensure_future(_progress(result, started, duration_s, requests))
-            if progress
-            else None
-        )
-        await asyncio.gather(*(user(client, n) for n in range(users)))
-        if reporter is not None:
-            reporter.cancel()
+    verify = httpx.create_ssl_context()  # built once, shared by the users' clients
+    reporter = (
+        asyncio.ensure_future(_progress(result, started, duration_s, requests))
+        if progress
+        else None
+    )
+    await asyncio.gather(*(user(n, verify) for n in range(users)))
+    if reporter is not None:
+        reporter.cancel()
     result.elapsed_s = time.monotonic() - started
     if progress:
         _draw(result, started, duration_s, requests, final=True)
