@@ -261,7 +261,7 @@ def under_load(users_list: list[int], seconds: float, rounds: int) -> list[dict]
 def _load_run(users: int, traced: bool, seconds: float) -> dict:
     from bench import cpu
     from dsqltrace.demo import _stop, start_services
-    from dsqltrace.load import parse_mix, run_load
+    from dsqltrace.load import LoadResult, parse_mix, run_load
     from dsqltrace.serve import local_database
 
     mix = parse_mix("post=1,get=1")
@@ -278,10 +278,24 @@ def _load_run(users: int, traced: bool, seconds: float) -> dict:
     out = folder / "client.jsonl"
     try:
         url = start_services(processes, folder, env, traced=traced, max_environments=users + 8)
-        common = {"users": users, "requests": None, "mix": mix, "progress": False}
-        asyncio.run(run_load(url, url, duration_s=min(5.0, seconds), out=None, **common))
+
+        def load(duration_s: float, record_to: Path | None) -> LoadResult:
+            return asyncio.run(
+                run_load(
+                    url,
+                    url,
+                    users=users,
+                    duration_s=duration_s,
+                    requests=None,
+                    mix=mix,
+                    out=record_to,
+                    progress=False,
+                )
+            )
+
+        load(min(5.0, seconds), None)  # warm-up
         before = cpu.snapshot()
-        result = asyncio.run(run_load(url, url, duration_s=seconds, out=out, **common))
+        result = load(seconds, out)
         used = cpu.per_request(before, cpu.snapshot(), result.requests)
         records = [json.loads(line) for line in out.read_text().splitlines()]
     finally:
@@ -487,15 +501,8 @@ def render_load(rows: list[dict]) -> list[str]:
                 + " | ".join(f"{cpu[role]:.0f}" for role in ROLES)
                 + f" | {sum(cpu.values()):.0f} |"
             )
-        paired = [
-            on["rps"] / off["rps"]
-            for off in rows
-            for on in rows
-            if off["users"] == on["users"] == users
-            and off["round"] == on["round"]
-            and not off["traced"]
-            and on["traced"]
-        ]
+        rps = {(row["round"], row["traced"]): row["rps"] for row in rows if row["users"] == users}
+        paired = [rps[(r, True)] / rps[(r, False)] for r in range(rounds)]
         (off_rps, off_cpu), (on_rps, on_cpu) = medians[False], medians[True]
         added = {role: on_cpu[role] - off_cpu[role] for role in ROLES}
         served = sum(off_cpu[role] for role in ("function", "emulator", "PostgreSQL"))

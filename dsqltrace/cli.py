@@ -37,30 +37,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from dsqltrace import collector, dashboards, demo, load, serve
 
-    sub = commands.add_parser("demo", help="run the seed's experiment locally and report")
-    demo.add_arguments(sub)
-    handlers["demo"] = demo.run
-
-    sub = commands.add_parser("serve", help="the Todo functions in the Lambda emulator")
-    serve.add_arguments(sub)
-    handlers["serve"] = serve.run
-
-    sub = commands.add_parser("collector", help="a local OTLP/HTTP trace receiver")
-    collector.add_arguments(sub)
-    handlers["collector"] = collector.run
-
-    sub = commands.add_parser("load", help="virtual users against the Todo API")
-    load.add_arguments(sub)
-    handlers["load"] = load.run
+    # Each of these modules has add_arguments(parser) and run(args).
+    modules = {
+        "demo": (demo, "run the seed's experiment locally and report"),
+        "serve": (serve, "the Todo functions in the Lambda emulator"),
+        "collector": (collector, "a local OTLP/HTTP trace receiver"),
+        "load": (load, "virtual users against the Todo API"),
+        "dashboards": (dashboards, "validate or push the Datadog dashboards"),
+    }
+    for name, (module, text) in modules.items():
+        module.add_arguments(commands.add_parser(name, help=text))
+        handlers[name] = module.run
 
     sub = commands.add_parser("report", help="latency report from a run folder")
     sub.add_argument("--dir", type=Path, default=Path(".local"), help="the run folder")
     sub.add_argument("--out", type=Path, default=None, help="where to write (default: --dir)")
     handlers["report"] = _report
-
-    sub = commands.add_parser("dashboards", help="validate or push the Datadog dashboards")
-    dashboards.add_arguments(sub)
-    handlers["dashboards"] = dashboards.run
 
     commands.add_parser("migrate", help="apply the schema (same settings as the handlers)")
     handlers["migrate"] = _migrate

@@ -31,13 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dsqltrace.httpserver import (
-    HttpRequest,
-    HttpResponse,
-    bound_port,
-    json_response,
-    start,
-)
+from dsqltrace.httpserver import HttpRequest, HttpResponse, bound_port, json_response, start
 from dsqltrace.httpserver import run as run_server
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")

@@ -25,13 +25,14 @@ def test_collector_cpu_is_counted_under_its_role(tmp_path: Path) -> None:
             response = connection.getresponse()
             response.read()
             assert response.status == 400
-        busy = sum(range(2_000_000))  # the load generator's own CPU (this process)
+        spent = time.process_time()
+        while time.process_time() - spent < 0.05:  # this process's own CPU: several clock ticks
+            pass
         after = cpu.snapshot()
     finally:
         process.terminate()
         process.wait(10)
     used = cpu.per_request(before, after, requests=10)
-    assert busy > 0
     assert set(used) == set(cpu.ROLES)
     assert used["collector"] > 0
     assert used["load generator"] > 0  # this process
