@@ -5,8 +5,8 @@ reports, with the file and the JSON path: missing required fields; any part
 the client could not parse (it does not raise for a bad widget type, a bad
 enum value or a misspelt key: it marks the object ``_unparsed``); keys the
 model does not know; template variables used but not defined; layout rules;
-and span names in queries that the toolkit does not emit
-(:data:`tracing.names.SPAN_NAMES`).
+and operation names in queries that neither the toolkit nor the Todo API emits
+(:data:`tracing.names.OPERATION_NAMES`, :data:`handlers.names.OPERATION_NAMES`).
 
 ``push`` creates or updates each dashboard in a Datadog org (``DD_API_KEY``,
 ``DD_APP_KEY``, ``DD_SITE``).  A dashboard is found again by the marker
@@ -24,7 +24,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tracing.names import SPAN_NAMES
+from handlers import names as app_names
+from tracing import names
+
+#: Every Datadog operation name a dashboard may query.
+OPERATION_NAMES = names.OPERATION_NAMES | app_names.OPERATION_NAMES
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 _TEMPLATE_USE = re.compile(r"\$([A-Za-z_][\w-]*)")
@@ -176,14 +180,14 @@ def _semantic_checks(raw: dict[str, Any], errors: list[str]) -> None:
             if name not in defined:
                 errors.append(f"{path}: template variable ${name} is used but not defined")
         for op in _TRACE_METRIC.findall(text):
-            if op not in SPAN_NAMES:
+            if op not in OPERATION_NAMES:
                 errors.append(
-                    f"{path}: trace metric for {op!r}, a span name the toolkit does not emit"
+                    f"{path}: trace metric for {op!r}, an operation the toolkit does not emit"
                 )
         for op in _OPERATION.findall(text):
             op = op.strip('"')
-            if op not in SPAN_NAMES:
-                errors.append(f"{path}: operation_name {op!r} is not a span name the toolkit emits")
+            if op not in OPERATION_NAMES:
+                errors.append(f"{path}: operation_name {op!r} is not one the toolkit emits")
     layout = raw.get("layout_type")
     reflow = raw.get("reflow_type", "auto")
     for i, widget in enumerate(raw.get("widgets", [])):

@@ -14,11 +14,14 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import psycopg
+
 from handlers.database import ConflictRetriesExhausted, DatabaseUnavailable
 from handlers.http import HttpError, Request, Response, Router, error_response, parse_event
 from handlers.store import TodoStore
 from handlers.todos import NewTodo, Page, TodoChanges, encode_cursor, parse_id
 from tracing import traced_handler
+from tracing.spans import error_message
 
 logger = logging.getLogger("handlers")
 
@@ -129,6 +132,9 @@ def respond(router: Router, event: Any, context: Any) -> Response:
         code, message = _UNAVAILABLE[type(exc)]
         logger.warning("%s: %s", code, exc)
         return error_response(503, code, message, headers={"retry-after": RETRY_AFTER_S})
+    except psycopg.Error as exc:  # the server's message and DETAIL may quote row values
+        logger.error("unexpected database error: %s", error_message(exc))
+        return error_response(500, "internal_error", "internal error")
     except Exception:
         logger.exception("unexpected error")
         return error_response(500, "internal_error", "internal error")

@@ -2,8 +2,9 @@
 
 Lambda runs one request at a time per environment, so one connection is
 enough.  It is opened during init (a cold-start phase), reopened with a fresh
-token when it is older than ``DB_MAX_LIFETIME`` (Aurora DSQL closes
-connections at 60 minutes) or found dead after a freeze, and every
+token when it is older than ``DB_MAX_LIFETIME`` less a random 0-5 % (Aurora
+DSQL closes connections at 60 minutes; the jitter keeps environments born in
+one burst from renewing in one burst, as psycopg_pool does) or found dead after a freeze, and every
 transaction is retried on optimistic-concurrency conflicts (SQLSTATE 40001)
 with exponential backoff and jitter, within the invocation's remaining time.
 
@@ -11,6 +12,7 @@ Environment variables
 ---------------------
 - ``CLUSTER_ENDPOINT``: the Aurora DSQL endpoint; with ``AWS_REGION``.
 - ``DB_USER``: ``admin`` (default) or a custom role (``dsql:DbConnect``).
+- ``DB_NAME``: the database (default ``postgres``, DSQL's only one).
 - ``DATABASE_URL``: a plain PostgreSQL URL instead (local development, tests).
 - ``DB_CONNECT_TIMEOUT``: seconds to wait for a connection (default 3, at least 2).
 - ``DB_MAX_LIFETIME``: seconds before a connection is replaced (default 3300).
@@ -33,7 +35,8 @@ import psycopg
 
 from handlers.token import TokenGenerator
 from tracing import current_span, names
-from tracing.db import TracedConnection
+from tracing.db import DsqlConnection, TracedConnection
+from tracing.spans import error_message
 
 logger = logging.getLogger("handlers")
 
@@ -112,6 +115,7 @@ class Database:
         self.settings = settings
         self._conn: TracedConnection | None = None
         self._opened_at = 0.0
+        self._lifetime_s = settings.max_lifetime_s
         self._tokens = (
             TokenGenerator(settings.endpoint, settings.region, settings.user)
             if settings.endpoint and not settings.database_url
@@ -150,10 +154,12 @@ class Database:
         self.close()
         conninfo, args = self._connect_args()
         try:
-            self._conn = TracedConnection.connect(conninfo, **args)
+            connection_class = TracedConnection if self._tokens is None else DsqlConnection
+            self._conn = connection_class.connect(conninfo, **args)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(_describe_failure(exc)) from None
         self._opened_at = time.monotonic()
+        self._lifetime_s = self.settings.max_lifetime_s * random.uniform(0.95, 1.0)
         return self._conn
 
     def warm_up(self) -> None:
@@ -170,7 +176,7 @@ class Database:
             conn is None
             or conn.closed
             or conn.broken
-            or time.monotonic() - self._opened_at > self.settings.max_lifetime_s
+            or time.monotonic() - self._opened_at > self._lifetime_s
         ):
             return self.connect()
         return conn
@@ -233,6 +239,9 @@ class Database:
 
 
 def _describe_failure(exc: psycopg.Error) -> str:
-    """A short, secret-free description of a connection failure."""
+    """A short, secret-free description of a connection failure: a server error by its
+    SQLSTATE (its message may quote values), a client-side one by its first line."""
+    if exc.sqlstate:
+        return error_message(exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"{type(exc).__name__}: {first[:200]}"

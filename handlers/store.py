@@ -14,9 +14,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
+from handlers import names
 from handlers.database import Database
 from handlers.todos import NewTodo, Page, Todo, TodoChanges
-from tracing import names, traced
+from tracing import traced
 
 Connection = psycopg.Connection[Any]
 

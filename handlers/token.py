@@ -125,7 +125,7 @@ class TokenGenerator:
         attributes = {
             names.SERVER_ADDRESS: self.endpoint,
             names.CLOUD_REGION: self.region,
-            names.DSQL_USER: self.user,
+            names.DB_USER: self.user,
             names.DSQL_TOKEN_SIGNER: "environment" if access_key and secret_key else "boto3",
         }
         with traced(names.DSQL_TOKEN_GENERATE, attributes=attributes):

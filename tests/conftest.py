@@ -42,7 +42,7 @@ def fresh_tracing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_tracing()
     yield
     reset_tracing()
-    logging.getLogger("tracing").handlers.clear()
+    logging.getLogger("dsql-lambda-tracing").handlers.clear()
 
 
 @pytest.fixture

@@ -37,17 +37,19 @@ def http_event(
     query: str = "",
     route_key: str = "$default",
 ) -> dict[str, Any]:
-    """A Function URL (payload 2.0) event as AWS documents it."""
+    """A Function URL (payload 2.0) event as AWS documents it (``userAgent`` is the
+    request's ``user-agent`` header, as AWS fills it)."""
+    all_headers = {
+        "host": "abc.lambda-url.us-east-1.on.aws",
+        "user-agent": "pytest",
+        **(headers or {}),
+    }
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route_key,
         "rawPath": path,
         "rawQueryString": query,
-        "headers": {
-            "host": "abc.lambda-url.us-east-1.on.aws",
-            "user-agent": "pytest",
-            **(headers or {}),
-        },
+        "headers": all_headers,
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "abc",
@@ -58,7 +60,7 @@ def http_event(
                 "path": path,
                 "protocol": "HTTP/1.1",
                 "sourceIp": "203.0.113.7",
-                "userAgent": "pytest",
+                "userAgent": all_headers["user-agent"],
             },
             "requestId": str(uuid.uuid4()),
             "routeKey": route_key,

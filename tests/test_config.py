@@ -10,7 +10,7 @@ from tracing.config import DEFAULT_OTLP_ENDPOINT, TracingConfig
 
 
 def resolve(env: dict[str, str], **kwargs) -> TracingConfig:
-    return TracingConfig.resolve(environ=env, **kwargs)
+    return TracingConfig(environ=env, **kwargs)
 
 
 def test_defaults() -> None:
@@ -62,7 +62,7 @@ def test_endpoints() -> None:
 
 def test_headers_are_parsed_and_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     env = {"OTEL_EXPORTER_OTLP_HEADERS": "dd-api-key=abc%3D123,broken-secret-value"}
-    with caplog.at_level(logging.WARNING, logger="tracing"):
+    with caplog.at_level(logging.WARNING, logger="dsql-lambda-tracing"):
         config = resolve(env)
     assert config.headers == {"dd-api-key": "abc=123"}
     assert "broken-secret-value" not in caplog.text
@@ -94,7 +94,7 @@ def test_headers_are_parsed_and_never_logged(caplog: pytest.LogCaptureFixture) -
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"},
             "endpoint",
             DEFAULT_OTLP_ENDPOINT,
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
         ),
         (
             {"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"},
@@ -107,7 +107,7 @@ def test_headers_are_parsed_and_never_logged(caplog: pytest.LogCaptureFixture) -
 def test_bad_values_warn_once_and_fall_back(
     caplog: pytest.LogCaptureFixture, env, field, fallback, variable
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="tracing"):
+    with caplog.at_level(logging.WARNING, logger="dsql-lambda-tracing"):
         config = resolve(env)
     assert getattr(config, field) == fallback
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -123,11 +123,10 @@ def test_disabled_and_sampler_ratio() -> None:
 
 def test_always_off_sampler_records_nothing() -> None:
     from tests.lambda_events import LambdaContext, http_event
-    from tracing import setup_tracing, traced_handler
+    from tracing import traced_handler
     from tracing.testing import capture_spans
 
-    setup_tracing(sampler="always_off", exporter="none")
-    sink = capture_spans()
+    sink = capture_spans(TracingConfig(sampler="always_off"))
 
     @traced_handler
     def handler(event, context):

@@ -103,7 +103,7 @@ CASES = [
             "operation_name:dsql.conect",
         ),
         "$.widgets[6]",
-        "'dsql.conect' is not a span name",
+        "'dsql.conect' is not one the toolkit emits",
     ),
     (
         _set(
@@ -111,7 +111,7 @@ CASES = [
             "p50:trace.aws.lamda{$env}",
         ),
         "$.widgets[1]",
-        "'aws.lamda', a span name",
+        "'aws.lamda', an operation",
     ),
     (_set(["layout_type"], "free"), "$.widgets[0]", "free layout needs a layout"),
     (

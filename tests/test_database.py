@@ -11,6 +11,7 @@ import uuid
 import psycopg
 import pytest
 
+from handlers import names as app_names
 from tests import functions
 from tests.functions import call
 from tests.pg import migrate, new_server
@@ -65,7 +66,7 @@ def test_occ_conflict_is_retried_and_no_update_is_lost(insert, dsql_env, sink) -
     assert response["json"]["name"] == "holder"  # the other transaction's write survived
     stored = dsql_env.psql(f"SELECT name, completed FROM todos WHERE id = '{todo['id']}'").strip()
     assert stored == "holder|t"
-    update_span = next(s for s in sink.spans if s.name == names.UPDATE_TODO)
+    update_span = next(s for s in sink.spans if s.name == app_names.UPDATE_TODO)
     assert update_span.attributes[names.DSQL_OCC_RETRY_COUNT] == 1
     failed_queries = [
         s
@@ -176,7 +177,7 @@ def test_server_side_termination_is_recovered_transparently(
     assert listing["statusCode"] == 200
     assert [t["id"] for t in listing["json"]["todos"]] == [todo["id"]]
     assert len(tokens) == before + 1  # a fresh token for the new connection
-    query_span = next(s for s in sink.spans if s.name == names.QUERY_TODOS)
+    query_span = next(s for s in sink.spans if s.name == app_names.QUERY_TODOS)
     assert query_span.attributes[names.DSQL_RECONNECT] is True
     patched = call(insert, "PATCH", f"/todos/{todo['id']}", {"completed": True})
     assert patched["statusCode"] == 200

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from handlers import names as app_names
 from tests.agent import ROOT
 from tracing import names
 
@@ -51,12 +52,12 @@ def demo_run() -> Path:
 def test_report_has_every_span_the_functions_emit(demo_run: Path) -> None:
     figures = json.loads((demo_run / "report.json").read_text())
     expected = [
-        names.LAMBDA_INVOCATION,
+        names.OPERATION_LAMBDA,
         names.LAMBDA_INIT,
         names.DSQL_TOKEN_GENERATE,
         names.DSQL_CONNECT,
-        names.SAVE_TODO,
-        names.QUERY_TODOS,
+        app_names.SAVE_TODO,
+        app_names.QUERY_TODOS,
         "INSERT todos",
         "SELECT todos",
     ]
@@ -87,7 +88,7 @@ def test_cold_starts_equal_environments_and_no_span_is_late_or_lost(demo_run: Pa
 
 def figures_roots(run: Path) -> int:
     figures = json.loads((run / "report.json").read_text())
-    return figures["spans"][names.LAMBDA_INVOCATION]["count"]
+    return figures["spans"][names.OPERATION_LAMBDA]["count"]
 
 
 def test_html_report_is_self_contained(demo_run: Path) -> None:

@@ -1,13 +1,23 @@
-"""The README's tables agree with the code."""
+"""The README's tables and the config docstring agree with the code."""
 
 from __future__ import annotations
 
 import re
 
+from handlers import names as app_names
 from tests.agent import ROOT
 from tracing import config, names
 
 README = (ROOT / "README.md").read_text()
+#: Reads of the environment in the project's code (not writes for child processes).
+_READS = (
+    re.compile(r"""(?:environ|env)\.get\(\s*["']([A-Z_][A-Z0-9_]*)["']"""),
+    re.compile(r"""getenv\(\s*["']([A-Z_][A-Z0-9_]*)["']"""),
+    re.compile(r"""environ\[\s*["']([A-Z_][A-Z0-9_]*)["']\s*\](?!\s*=[^=])"""),
+    re.compile(r"""["']([A-Z_][A-Z0-9_]*)["']\s+(?:not\s+)?in\s+(?:os\.)?environ"""),
+)
+#: Read, but only to hand on to a child process as they are.
+_PASSED_ON = {"PATH"}
 
 
 def _section(title: str) -> str:
@@ -16,19 +26,45 @@ def _section(title: str) -> str:
     return README[start : end if end > 0 else None]
 
 
-def test_span_table_matches_the_names_module() -> None:
-    rows = re.findall(r"^\| `([^`]+)` \|", _section("Span names and attributes"), re.M)
-    documented = set(rows)
-    expected = names.SPAN_NAMES - set(names.QUERY_SPAN_NAMES)
-    assert documented == expected
+def test_span_table_matches_the_names_modules() -> None:
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]+) \|", _section("Span names and attributes"), re.M)
+    documented = {name for name, _ in rows}
+    assert documented == names.OPERATION_NAMES | app_names.OPERATION_NAMES
+    spans = {name for name, kind in rows if kind.startswith("span")}
+    assert spans == names.SPAN_NAMES | app_names.OPERATION_NAMES
+    assert {name for name, kind in rows if kind.startswith("operation")} == {
+        names.OPERATION_LAMBDA,
+        names.OPERATION_DB_QUERY,
+    }
 
 
-def test_every_tracing_variable_is_documented() -> None:
-    variables = set(re.findall(r"``((?:OTEL|DD|DSQLTRACE)_[A-Z_]+)``", config.__doc__ or ""))
-    assert variables
+def test_every_setting_is_in_the_docstring_and_the_readme() -> None:
     table = _section("Environment variables")
-    missing = sorted(v for v in variables if v not in table)
-    assert missing == []
+    doc = config.__doc__ or ""
+    for setting in config.settings():
+        for variable in setting.variables:
+            assert f"``{variable}``" in doc, variable
+            assert f"`{variable}`" in table, variable
+    documented = set(re.findall(r"``((?:OTEL|DD|DSQLTRACE)_[A-Z_]+)``", doc))
+    declared = {v for s in config.settings() for v in s.variables}
+    assert documented == declared
+
+
+def test_every_variable_the_project_reads_is_documented() -> None:
+    read: dict[str, str] = {}
+    for folder in ("tracing", "handlers", "dsqltrace", "infra"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            for pattern in _READS:
+                for variable in pattern.findall(text):
+                    read.setdefault(variable, str(path.relative_to(ROOT)))
+    read.update({v: "tracing/config.py" for s in config.settings() for v in s.variables})
+    assert len(read) > 30
+    table = _section("Environment variables")
+    missing = {
+        v: where for v, where in read.items() if v not in _PASSED_ON and f"`{v}`" not in table
+    }
+    assert missing == {}
 
 
 def test_the_two_commands_are_in_the_readme() -> None:

@@ -8,8 +8,9 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.lambda_events import FUNCTION_ARN, LambdaContext, http_event
-from tracing import coldstart, names, setup_tracing, traced, traced_handler
-from tracing.testing import InMemorySender
+from tests.support import FakeClock, eventually
+from tracing import TracingConfig, coldstart, names, runtime, setup_tracing, traced, traced_handler
+from tracing.testing import InMemorySender, make_runtime
 
 ROUTES = ["/todos", "/todos/{id}"]
 
@@ -104,7 +105,7 @@ def test_server_span_attributes(sink: InMemorySender) -> None:
     assert attrs[names.URL_PATH] == "/todos"
     assert attrs[names.HTTP_RESPONSE_STATUS_CODE] == 201
     assert attrs[names.CLIENT_ADDRESS] == "203.0.113.7"
-    assert attrs[names.USER_AGENT_ORIGINAL] == "pytest"
+    assert attrs[names.USER_AGENT_ORIGINAL] == "k6/0.50"
     assert attrs[names.DD_OPERATION_NAME] == "aws.lambda"
     assert attrs[names.DD_RESOURCE_NAME] == "POST /todos"
     assert root.status.status_code is StatusCode.UNSET
@@ -272,9 +273,10 @@ def test_provisioned_concurrency_is_not_a_cold_start(
 def test_proactive_initialisation_is_not_a_cold_start(
     sink: InMemorySender, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handler = make_handler()
-    real_time_ns = time.time_ns
-    monkeypatch.setattr("tracing.handler.time.time_ns", lambda: real_time_ns() + 11_000_000_000)
+    now = [time.time_ns()]
+    coldstart.reset(clock=lambda: now[0])
+    handler = make_handler()  # init ends now
+    now[0] += 11_000_000_000  # the first invocation comes 11 s later
     handler(http_event("POST", "/todos"), LambdaContext())
     root = by_name(sink.spans, "POST /todos")
     assert root.attributes[names.FAAS_COLDSTART] is False
@@ -282,19 +284,25 @@ def test_proactive_initialisation_is_not_a_cold_start(
 
 
 def test_setup_is_idempotent(sink: InMemorySender) -> None:
-    from tracing import setup
-
-    rt = setup.runtime()
-    processors = rt.provider._active_span_processor._span_processors
-    count = len(processors)
-    again = setup_tracing(service_name="other", exporter="console")
-    assert setup.runtime() is rt
+    rt = runtime.current()
+    again = setup_tracing(TracingConfig(service_name="other", exporter="console"))
+    assert runtime.current() is rt
     assert again.service_name == "test"
-    assert len(rt.provider._active_span_processor._span_processors) == count
     handler = make_handler()
     handler(http_event(), LambdaContext())
     roots = [s for s in sink.spans if s.kind is SpanKind.SERVER]
     assert len(roots) == 1
+    assert roots[0].resource.attributes[names.SERVICE_NAME] == "test"
+
+
+def test_wrapping_twice_gives_one_span(sink: InMemorySender) -> None:
+    @traced_handler
+    @traced_handler(routes=ROUTES)
+    def handler(event, context):
+        return {"statusCode": 200}
+
+    handler(http_event(), LambdaContext())
+    assert len([s for s in sink.spans if s.kind is SpanKind.SERVER]) == 1
 
 
 def test_disabled_sdk_runs_the_handler_without_spans(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,18 +316,22 @@ def test_disabled_sdk_runs_the_handler_without_spans(monkeypatch: pytest.MonkeyP
     assert handler(http_event(), LambdaContext())["statusCode"] == 201
 
 
-def test_handler_works_when_export_fails_and_pauses(sink: InMemorySender) -> None:
-    handler = make_handler()
+def test_handler_works_when_export_fails_and_pauses() -> None:
+    sink = InMemorySender()
+    clock = FakeClock()
+    rt = make_runtime(sink, clock=clock)
+
+    @traced_handler(runtime=rt)
+    def handler(event, context):
+        return {"statusCode": 201}
+
     sink.fail = True
     for _ in range(5):
         assert handler(http_event(), LambdaContext())["statusCode"] == 201
     # One failed attempt, then the pause: no more attempts, spans kept for later.
     assert sink.calls == 1
     sink.fail = False
-    from tracing import setup
-
-    rt = setup.runtime()
-    rt.processor._backoff._until = 0.0  # the pause is over
+    clock.advance(60)  # the pause is over
     handler(http_event(), LambdaContext())
     assert sink.calls == 2
     roots = [s for s in sink.spans if s.kind is SpanKind.SERVER]
@@ -379,9 +391,16 @@ def test_no_timeout_span_when_the_handler_finishes_in_time(sink: InMemorySender)
     def handler(event, context):
         return {"statusCode": 200}
 
+    watch = runtime.current().watch
+    fired = []
     for _ in range(3):
         handler(http_event(), LambdaContext(deadline_ms=int(time.time() * 1000) + 150))
-    time.sleep(0.2)  # past every deadline: the watcher must have been disarmed
+        assert not watch.armed  # disarmed when the handler returned
+    # A canary armed after them fires; had the handlers' callbacks stayed armed, they
+    # would have fired first and ended their (already ended) spans with an error.
+    watch.arm(time.monotonic() + 0.2, lambda: fired.append(True))
+    eventually(lambda: fired, timeout=5)
     roots = [s for s in sink.spans if s.kind is SpanKind.SERVER]
     assert len(roots) == 3
     assert all(r.status.status_code is StatusCode.UNSET for r in roots)
+    assert all(names.ERROR_TYPE not in r.attributes for r in roots)

@@ -45,7 +45,7 @@ def test_otlp_setup_needs_no_requests_nor_protobuf() -> None:
 
 def test_datadog_is_imported_only_when_chosen() -> None:
     modules = loaded_after(
-        "import tracing; tracing.setup_tracing(exporter='datadog')",
+        "import tracing; tracing.setup_tracing(tracing.TracingConfig(exporter='datadog'))",
         env={"DD_TRACE_AGENT_URL": "http://127.0.0.1:9"},
     )
     assert "ddtrace" in modules

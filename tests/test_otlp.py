@@ -28,6 +28,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from tests.support import FakeClock, RecordingSender
 from tracing.otlp import ExportError, OtlpHttpExporter, encode_request
 
 
@@ -38,7 +39,7 @@ def make_spans():
     )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer(
-        "tracing", "0.1.0", schema_url="https://opentelemetry.io/schemas/1.26.0"
+        "dsql-lambda-tracing", "0.2.0", schema_url="https://opentelemetry.io/schemas/1.26.0"
     )
     other = provider.get_tracer("other-scope")
     remote = SpanContext(
@@ -234,35 +235,30 @@ def test_blackholed_collector_costs_one_timeout_then_only_probes() -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)  # accepts connections, never answers
     port = listener.getsockname()[1]
-    processor = InvocationSpanProcessor(
-        OtlpHttpExporter(f"http://127.0.0.1:{port}/v1/traces"), timeout_ms=200, probe_timeout_ms=5
-    )
+    clock = FakeClock()
+    sender = RecordingSender(OtlpHttpExporter(f"http://127.0.0.1:{port}/v1/traces"))
+    processor = InvocationSpanProcessor(sender, timeout_ms=200, probe_timeout_ms=5, clock=clock)
     spans = make_spans()
     try:
         for span in spans:
             processor.on_end(span)
-        started = time.perf_counter()
         assert processor.flush() is False
-        first = time.perf_counter() - started
-        probes = []
         for _ in range(5):
             for span in spans:  # the next invocation's spans
                 processor.on_end(span)
-            processor._backoff._until = 0.0  # the pause is over: the next flush probes
-            started = time.perf_counter()
+            clock.advance(60)  # the pause is over: the next flush probes
             assert processor.flush() is False
-            probes.append(time.perf_counter() - started)
         for span in spans:
             processor.on_end(span)
-        paused_started = time.perf_counter()
         assert processor.flush() is False  # inside the pause: nothing tried at all
-        paused = time.perf_counter() - paused_started
     finally:
         listener.close()
-    assert 0.18 < first < 0.6
-    assert max(probes) < 0.05
-    assert paused < 0.002
+    # The budgets handed to the transport: one full flush timeout, then probes only.
+    assert sender.timeouts[0] == pytest.approx(0.2)
+    assert len(sender.timeouts) == 6
+    assert all(t == pytest.approx(0.005) for t in sender.timeouts[1:])
     assert processor.stats.failed_exports == 6
+    assert processor.stats.skipped_flushes == 1
     # Unanswered: they may have arrived, so they are not sent again (no duplicates).
     assert processor.stats.dropped == 6 * len(spans)
     assert processor.pending() == len(spans)  # the ones that ended during the pause
@@ -274,35 +270,41 @@ def test_rejected_spans_are_kept_only_when_the_answer_says_retry(collector, stat
 
     url, handler = collector
     handler.status = status
-    processor = InvocationSpanProcessor(OtlpHttpExporter(url), timeout_ms=1000)
+    clock = FakeClock()
+    processor = InvocationSpanProcessor(OtlpHttpExporter(url), timeout_ms=1000, clock=clock)
     spans = make_spans()
     for span in spans:
         processor.on_end(span)
     assert processor.flush() is False
     assert processor.pending() == (len(spans) if kept else 0)
     handler.status = 200
-    processor._backoff._until = 0.0
+    clock.advance(60)
     assert processor.flush() is True
     assert len(handler.bodies) == (2 if kept else 1)
 
 
-def test_refused_spans_are_kept_and_sent_when_the_collector_answers(collector) -> None:
+def test_refused_spans_are_kept_and_sent_when_the_collector_answers() -> None:
     from tracing.export import InvocationSpanProcessor
 
-    url, handler = collector
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
-    exporter = OtlpHttpExporter(f"http://127.0.0.1:{dead}/v1/traces")
-    processor = InvocationSpanProcessor(exporter, timeout_ms=500)
+    handler = type("Collector", (_Collector,), {"bodies": [], "status": 200, "delay": 0.0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler, bind_and_activate=False)
+    server.server_bind()  # bound, not listening: connections are refused
+    clock = FakeClock()
+    exporter = OtlpHttpExporter(f"http://127.0.0.1:{server.server_port}/v1/traces")
+    processor = InvocationSpanProcessor(exporter, timeout_ms=500, clock=clock)
     spans = make_spans()
     for span in spans:
         processor.on_end(span)
-    assert processor.flush() is False
-    assert processor.pending() == len(spans)
-    exporter._plain._address = ("127.0.0.1", int(url.split(":")[2].split("/")[0]))
-    processor._backoff._until = 0.0
-    assert processor.flush() is True
+    try:
+        assert processor.flush() is False
+        assert processor.pending() == len(spans)
+        server.server_activate()  # the collector is back
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        clock.advance(60)
+        assert processor.flush() is True
+    finally:
+        server.shutdown()
+        server.server_close()
     decoded = ExportTraceServiceRequest()
     decoded.ParseFromString(handler.bodies[-1][1])
     assert decoded == encode_spans(spans)

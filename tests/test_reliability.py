@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from dsqltrace.report.figures import percentile
+from handlers import names as app_names
 from tests.figures import record
 from tests.stack_fixture import new_stack
 from tracing import names
@@ -190,9 +191,9 @@ def test_server_side_termination_is_transparent(stack) -> None:
         write = call(client, "POST", "/todos", json={"name": "after termination"})
     assert read.status_code == 200 and write.status_code == 201
     spans = stack.wait_for_spans(
-        lambda s: any(x.name == names.GET_TODO and x.start_ns > since for x in s)
+        lambda s: any(x.name == app_names.GET_TODO and x.start_ns > since for x in s)
     )
-    get_span = next(s for s in spans if s.name == names.GET_TODO and s.start_ns > since)
+    get_span = next(s for s in spans if s.name == app_names.GET_TODO and s.start_ns > since)
     assert get_span.attributes.get(names.DSQL_RECONNECT) is True
     answers = [read.status_code, write.status_code]
     record(
@@ -240,10 +241,10 @@ def test_occ_storm(stack) -> None:
             assert response.json()["error"]["code"] == "conflict"
     spans = stack.wait_for_spans(
         lambda s: (
-            sum(1 for x in s if x.name == names.UPDATE_TODO and x.start_ns > since) >= len(results)
+            sum(1 for x in s if x.name == app_names.UPDATE_TODO and x.start_ns > since) >= len(results)
         )
     )
-    updates = [s for s in spans if s.name == names.UPDATE_TODO and s.start_ns > since]
+    updates = [s for s in spans if s.name == app_names.UPDATE_TODO and s.start_ns > since]
     retried = [s for s in updates if s.attributes.get(names.DSQL_OCC_RETRY_COUNT)]
     record(
         "OCC storm",

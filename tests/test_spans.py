@@ -150,11 +150,11 @@ def test_log_records_carry_trace_ids(sink: InMemorySender) -> None:
 
 
 def test_queue_is_bounded_while_the_collector_is_down() -> None:
-    from tracing import setup
-    from tracing.testing import capture_spans
+    from tracing import TracingConfig
+    from tracing.testing import capture_spans, delivery
 
-    sink = capture_spans(max_queue_size=5)
-    processor = setup.runtime().processor
+    sink = capture_spans(TracingConfig(service_name="test", max_queue_size=5))
+    processor = delivery()
     sink.fail = True
     run_in_invocation(lambda: [traced("x")(lambda: None)() for _ in range(10)])
     assert processor.pending() == 5

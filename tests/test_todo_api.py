@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from handlers import names as app_names
 from tests import functions
 from tests.functions import call
 from tracing import names
@@ -62,7 +63,7 @@ def test_cold_post_span_tree(insert, sink: InMemorySender) -> None:
     init = by_name(spans, names.LAMBDA_INIT)
     token = by_name(spans, names.DSQL_TOKEN_GENERATE)
     connect = by_name(spans, names.DSQL_CONNECT)
-    save = by_name(spans, names.SAVE_TODO)
+    save = by_name(spans, app_names.SAVE_TODO)
     query = by_name(spans, "INSERT todos")
     assert root.parent is None and root.attributes[names.FAAS_COLDSTART] is True
     assert init.parent.span_id == root.context.span_id
@@ -79,7 +80,7 @@ def test_cold_post_span_tree(insert, sink: InMemorySender) -> None:
     assert "traced" not in query.attributes[names.DB_QUERY_TEXT]
     assert "%s" in query.attributes[names.DB_QUERY_TEXT]
     assert connect.attributes[names.SERVER_ADDRESS] == "localhost"
-    assert connect.attributes[names.DSQL_USER] == "admin"
+    assert connect.attributes[names.DB_USER] == "admin"
     assert token.attributes[names.CLOUD_REGION] == "us-east-1"
 
 
@@ -91,7 +92,7 @@ def test_warm_get_has_no_init_spans(select, insert, sink: InMemorySender) -> Non
     assert response["statusCode"] == 200
     spans = sink.spans
     assert sorted(s.name for s in spans) == sorted(
-        ["GET /todos", names.QUERY_TODOS, "SELECT todos"]
+        ["GET /todos", app_names.QUERY_TODOS, "SELECT todos"]
     )
     root = by_name(spans, "GET /todos")
     assert root.attributes[names.FAAS_COLDSTART] is False

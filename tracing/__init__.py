@@ -4,13 +4,13 @@ Usage
 -----
 In the handler module, before anything else that should be traced::
 
-    from tracing import setup_tracing, traced, traced_handler
-    from tracing.db import TracedConnection
+    from tracing import TracingConfig, setup_tracing, traced, traced_handler
+    from tracing.db import DsqlConnection
 
-    setup_tracing()                       # OTLP/HTTP to localhost:4318 by default
+    setup_tracing()                       # settings from the environment (OTLP to :4318)
+    # or: setup_tracing(TracingConfig(service_name="todo-api", flush_timeout_ms=100))
 
-    with traced("dsql.connect.pool"):     # init work: replayed under aws.lambda.init
-        conn = TracedConnection.connect(dsn)
+    conn = DsqlConnection.connect(**params)   # init: replayed under aws.lambda.init
 
     @traced("Save Todo")
     def save(todo): ...
@@ -19,18 +19,21 @@ In the handler module, before anything else that should be traced::
     def handler(event, context):
         ...
 
-Every invocation gets one SERVER span (``POST /todos``), the first one also
-the back-dated ``aws.lambda.init`` span with the phases init went through, and
-all spans are delivered before the handler returns, within a bounded flush
-(``DSQLTRACE_FLUSH_TIMEOUT_MS``).  Settings come from arguments, then the
-``OTEL_*``/``DD_*``/``DSQLTRACE_*`` variables (see :mod:`tracing.config`).
+Every invocation gets one SERVER span (``POST /todos``); the first one also
+the back-dated ``aws.lambda.init`` span with the phases init went through.
+Spans are delivered when the invocation ends, within a bounded flush
+(``DSQLTRACE_FLUSH_TIMEOUT_MS``), whatever the collector does.  Settings come
+from :class:`TracingConfig`: argument, then the ``OTEL_*``/``DD_*``/``DSQLTRACE_*``
+variables (see :mod:`tracing.config`), then defaults.
 
-Modules: :mod:`tracing.names` (span names and attribute keys),
-:mod:`tracing.config`, :mod:`tracing.setup`, :mod:`tracing.handler`,
-:mod:`tracing.spans`, :mod:`tracing.coldstart`, :mod:`tracing.propagation`,
-:mod:`tracing.export` and :mod:`tracing.otlp` (delivery), :mod:`tracing.datadog`,
-:mod:`tracing.db` (psycopg, imported only when you import it),
-:mod:`tracing.logs`, :mod:`tracing.testing`.
+Modules, in the order a request meets them: :mod:`tracing.handler` (the
+invocation span), :mod:`tracing.propagation` (incoming context),
+:mod:`tracing.coldstart`, :mod:`tracing.spans` (``traced``), :mod:`tracing.db`
+(psycopg; imported only when you import it), :mod:`tracing.export` and
+:mod:`tracing.otlp` (delivery), :mod:`tracing.datadog`; and around them
+:mod:`tracing.config`, :mod:`tracing.setup`, :mod:`tracing.runtime`,
+:mod:`tracing.names`, :mod:`tracing.deadline`, :mod:`tracing.logs`,
+:mod:`tracing.testing`.
 """
 
 from tracing.config import TracingConfig

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -29,6 +29,23 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util import types
 
 from tracing import names
+
+__all__ = [
+    "MAX_PHASES",
+    "PROACTIVE_INIT_THRESHOLD_NS",
+    "FirstInvocation",
+    "RecordedSpan",
+    "begin_invocation",
+    "configure",
+    "current_phase",
+    "end_phase",
+    "mark_ready",
+    "pending_phases",
+    "recording",
+    "replay",
+    "reset",
+    "start_phase",
+]
 
 #: A first invocation later than this after init is a proactive initialisation.
 PROACTIVE_INIT_THRESHOLD_NS = 10_000_000_000
@@ -113,9 +130,13 @@ class RecordedSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
+        try:
+            message = str(exception)
+        except Exception:
+            message = "<message unavailable>"
         attrs: dict[str, types.AttributeValue] = {
             "exception.type": type(exception).__qualname__,
-            "exception.message": str(exception),
+            "exception.message": message,
             **dict(attributes or {}),
         }
         self.add_event("exception", attrs, timestamp)
@@ -123,6 +144,7 @@ class RecordedSpan(trace.Span):
 
 @dataclass
 class _ColdStartState:
+    clock: Callable[[], int] = time.time_ns
     process_start_ns: int = field(default_factory=_process_start_ns)
     enabled: bool = True
     invoked: bool = False
@@ -134,10 +156,14 @@ _state = _ColdStartState()
 _current: ContextVar[RecordedSpan | None] = ContextVar("tracing_init_phase", default=None)
 
 
-def reset() -> None:
-    """Forget everything recorded (a fresh execution environment; used by tests)."""
+def reset(*, clock: Callable[[], int] = time.time_ns) -> None:
+    """Forget everything recorded, as in a fresh execution environment.
+
+    ``clock`` (wall-clock nanoseconds) is what decides a proactive initialisation;
+    tests pass one that runs ahead.
+    """
     global _state
-    _state = _ColdStartState()
+    _state = _ColdStartState(clock=clock)
     _current.set(None)
 
 
@@ -159,6 +185,12 @@ def recording() -> bool:
     )
 
 
+def current_phase() -> RecordedSpan | None:
+    """The init phase open now, while init is being recorded."""
+    phase = _current.get()
+    return phase if phase is not None and recording() else None
+
+
 def start_phase(
     name: str, kind: SpanKind, attributes: Mapping[str, types.AttributeValue] | None
 ) -> tuple[RecordedSpan, object]:
@@ -176,7 +208,7 @@ def end_phase(phase: RecordedSpan, token: object) -> None:
 
 def mark_ready() -> None:
     """Note that the handler module has loaded (the end of init, at the latest)."""
-    _state.ready_ns = time.time_ns()
+    _state.ready_ns = _state.clock()
 
 
 @dataclass(frozen=True)
@@ -188,14 +220,14 @@ class FirstInvocation:
     initialization_type: str
 
 
-def begin_invocation(now_ns: int) -> FirstInvocation | None:
+def begin_invocation() -> FirstInvocation | None:
     """Called when an invocation starts: the answer for the first one, None afterwards."""
     s = _state
     if s.invoked:
         return None
     s.invoked = True
     init_type = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
-    proactive = now_ns - _init_end_ns() > PROACTIVE_INIT_THRESHOLD_NS
+    proactive = s.clock() - _init_end_ns() > PROACTIVE_INIT_THRESHOLD_NS
     return FirstInvocation(
         coldstart=init_type == "on-demand" and not proactive,
         proactive=proactive,

@@ -1,38 +1,45 @@
 """One frozen configuration: explicit argument, then environment variable, then default.
 
+Each setting is declared once, as a field of :class:`TracingConfig` with its
+variables, default, parser and doc; :func:`settings` lists them (the docs test
+checks this docstring and the README against that list).
+
 Environment variables
 ---------------------
 OpenTelemetry:
 
 - ``OTEL_SDK_DISABLED``: ``true`` turns tracing off (no provider is installed).
-- ``OTEL_SERVICE_NAME``: service name (before ``DD_SERVICE``).
+- ``OTEL_SERVICE_NAME``: service name (before ``DD_SERVICE``, then the resource's
+  ``service.name``, then the function name).
 - ``OTEL_RESOURCE_ATTRIBUTES``: ``key=value,...`` added to the resource.
 - ``OTEL_TRACES_EXPORTER``: ``otlp`` (default), ``datadog``, ``console`` or ``none``.
 - ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``: full traces URL, used as is.
 - ``OTEL_EXPORTER_OTLP_ENDPOINT``: base URL; ``/v1/traces`` is appended.
   Default ``http://localhost:4318/v1/traces`` (the Datadog Lambda Extension
   with ``DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT=localhost:4318``).
+  Credentials in a URL are never logged.
 - ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` / ``OTEL_EXPORTER_OTLP_HEADERS``:
   ``key=value,...`` sent with every export (never logged).
 - ``OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`` / ``OTEL_EXPORTER_OTLP_COMPRESSION``:
   ``none`` (default) or ``gzip``.
 - ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: ``parentbased_always_on``
   (default), ``always_on``, ``always_off``, ``traceidratio``,
-  ``parentbased_always_off``, ``parentbased_traceidratio``.
+  ``parentbased_always_off``, ``parentbased_traceidratio``; the ratio (default 1.0).
 
 Datadog unified service tagging: ``DD_SERVICE``, ``DD_ENV``, ``DD_VERSION``.
 
 This toolkit:
 
-- ``DSQLTRACE_FLUSH_TIMEOUT_MS``: the most an invocation waits for its spans to
-  be delivered (default 250).
+- ``DSQLTRACE_FLUSH_TIMEOUT_MS``: the most one delivery may take, on any
+  transport: connect, TLS, encoding, send, answer and retries together (default 250).
 - ``DSQLTRACE_EXPORT_COOLOFF_MS``: the longest pause after failed exports
   (default 30000); the pause starts at 1 s and doubles while exports fail.
 - ``DSQLTRACE_PROBE_TIMEOUT_MS``: after a failed export, how long the next
-  attempt (a probe, one per pause) may wait (default 50), so that a collector
-  that never answers costs one full flush timeout once, then almost nothing.
+  attempt (a probe, one per pause) may wait (default 50).
 - ``DSQLTRACE_MAX_QUEUE_SIZE``: spans kept while the collector is unreachable
   (default 2048); older ones are dropped and counted.
+- ``DSQLTRACE_MAX_QUEUE_BYTES``: the same bound in estimated encoded bytes
+  (default 4194304).
 - ``DSQLTRACE_TIMEOUT_MARGIN_MS``: when an invocation is this close to its
   deadline, its span is ended with an error status and sent before Lambda
   stops the function (default 100; 0 turns it off).
@@ -45,13 +52,25 @@ A bad value logs one warning naming the variable and falls back to the default.
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from urllib.parse import unquote
+from collections.abc import Callable, Mapping
+from dataclasses import InitVar, dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-logger = logging.getLogger("tracing")
+from tracing.runtime import logger
+
+__all__ = [
+    "DEFAULT_OTLP_ENDPOINT",
+    "EXPORTERS",
+    "SAMPLERS",
+    "Setting",
+    "TracingConfig",
+    "parse_key_values",
+    "redact_url",
+    "settings",
+]
 
 EXPORTERS = ("otlp", "datadog", "console", "none")
 SAMPLERS = (
@@ -63,166 +82,286 @@ SAMPLERS = (
     "parentbased_traceidratio",
 )
 DEFAULT_OTLP_ENDPOINT = "http://localhost:4318/v1/traces"
-DEFAULT_FLUSH_TIMEOUT_MS = 250
-DEFAULT_EXPORT_COOLOFF_MS = 30_000
-DEFAULT_MAX_QUEUE_SIZE = 2048
-DEFAULT_PROBE_TIMEOUT_MS = 50
-DEFAULT_TIMEOUT_MARGIN_MS = 100
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its field, the variables read in order, its default and what it means."""
+
+    field: str
+    variables: tuple[str, ...]
+    default: object
+    parse: Callable[[object, str], object]
+    doc: str
+    secret: bool = False
+
+
+def _setting(
+    default: object,
+    *variables: str,
+    parse: Callable[[object, str], object],
+    doc: str,
+    secret: bool = False,
+) -> Any:
+    meta = {"setting": (variables, default, parse, doc, secret)}
+    return dataclasses.field(default=_UNSET, repr=not secret, compare=not secret, metadata=meta)
+
+
+# --- parsers: a raw value (a string from the environment, or an argument) to the typed one;
+# --- ValueError on a bad value ------------------------------------------------------------
+
+
+def _text(value: object, variable: str) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _bool(value: object, variable: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+def _at_least(lowest: int) -> Callable[[object, str], int]:
+    def parse(value: object, variable: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(value)
+        number = int(value)
+        if number < lowest:
+            raise ValueError(value)
+        return number
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[object, str], str]:
+    def parse(value: object, variable: str) -> str:
+        # The spec allows a comma-separated list of exporters; one runs.
+        text = str(value).split(",", 1)[0].strip().lower()
+        if text not in choices:
+            raise ValueError(value)
+        return text
+
+    return parse
+
+
+def _ratio(value: object, variable: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    ratio = float(value)  # type: ignore[arg-type]
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(value)
+    return ratio
+
+
+def _endpoint(value: object, variable: str) -> str:
+    url = str(value).strip()
+    if variable == "OTEL_EXPORTER_OTLP_ENDPOINT":
+        url = url.rstrip("/") + "/v1/traces"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(value)
+    return url
+
+
+def _headers(value: object, variable: str) -> Mapping[str, str]:
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    return parse_key_values(str(value), variable, secret=True)
+
+
+def _resource(value: object, variable: str) -> Mapping[str, str]:
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    return parse_key_values(str(value), variable)
 
 
 @dataclass(frozen=True)
 class TracingConfig:
-    """Settings of :func:`tracing.setup_tracing`; build it with :meth:`resolve`."""
+    """Settings of :func:`tracing.setup_tracing`.
 
-    disabled: bool = False
-    service_name: str = "unknown_service"
-    service_version: str | None = None
-    environment: str | None = None
-    exporter: str = "otlp"
-    endpoint: str = DEFAULT_OTLP_ENDPOINT
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    compression: str = "none"
-    sampler: str = "parentbased_always_on"
-    sampler_ratio: float = 1.0
-    flush_timeout_ms: int = DEFAULT_FLUSH_TIMEOUT_MS
-    export_cooloff_ms: int = DEFAULT_EXPORT_COOLOFF_MS
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
-    probe_timeout_ms: int = DEFAULT_PROBE_TIMEOUT_MS
-    timeout_margin_ms: int = DEFAULT_TIMEOUT_MARGIN_MS
-    coldstart_phases: bool = True
-    log_correlation: bool = True
-    resource_attributes: Mapping[str, str] = field(default_factory=dict)
+    ``TracingConfig(service_name="todo", flush_timeout_ms=100)``: every field not
+    given is read from its environment variable (``environ``, default
+    ``os.environ``), else takes its default.  A bad value, given or read, logs one
+    warning and falls back to the default.
+    """
 
-    @classmethod
-    def resolve(
-        cls,
-        *,
-        service_name: str | None = None,
-        service_version: str | None = None,
-        environment: str | None = None,
-        exporter: str | None = None,
-        endpoint: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        sampler: str | None = None,
-        sampler_ratio: float | None = None,
-        flush_timeout_ms: int | None = None,
-        export_cooloff_ms: int | None = None,
-        max_queue_size: int | None = None,
-        probe_timeout_ms: int | None = None,
-        timeout_margin_ms: int | None = None,
-        coldstart_phases: bool | None = None,
-        log_correlation: bool | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> TracingConfig:
-        """Combine explicit arguments, environment variables and defaults."""
+    resource_attributes: Mapping[str, str] = _setting(
+        {},
+        "OTEL_RESOURCE_ATTRIBUTES",
+        parse=_resource,
+        doc="``key=value,...`` added to the resource",
+    )
+    disabled: bool = _setting(
+        False, "OTEL_SDK_DISABLED", parse=_bool, doc="``true``: no tracing at all"
+    )
+    service_name: str = _setting(
+        None,
+        "OTEL_SERVICE_NAME",
+        "DD_SERVICE",
+        parse=_text,
+        doc="service name; else the resource's ``service.name``, else the function name",
+    )
+    service_version: str | None = _setting(
+        None, "DD_VERSION", parse=_text, doc="``service.version``; else the resource's"
+    )
+    environment: str | None = _setting(
+        None, "DD_ENV", parse=_text, doc="``deployment.environment.name``; else the resource's"
+    )
+    exporter: str = _setting(
+        "otlp",
+        "OTEL_TRACES_EXPORTER",
+        parse=_choice(EXPORTERS),
+        doc="``otlp``, ``datadog`` (ddtrace, trace-agent API on :8126), ``console``, ``none``",
+    )
+    endpoint: str = _setting(
+        DEFAULT_OTLP_ENDPOINT,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        parse=_endpoint,
+        doc="the traces URL; ``OTEL_EXPORTER_OTLP_ENDPOINT`` gets ``/v1/traces`` appended",
+    )
+    headers: Mapping[str, str] = _setting(
+        {},
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        parse=_headers,
+        doc="``key=value,...`` sent with every export (never logged)",
+        secret=True,
+    )
+    compression: str = _setting(
+        "none",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        parse=_choice(("none", "gzip")),
+        doc="``none`` or ``gzip``",
+    )
+    sampler: str = _setting(
+        "parentbased_always_on",
+        "OTEL_TRACES_SAMPLER",
+        parse=_choice(SAMPLERS),
+        doc="``always_on``, ``always_off``, ``traceidratio``, ``parentbased_*``",
+    )
+    sampler_ratio: float = _setting(
+        1.0, "OTEL_TRACES_SAMPLER_ARG", parse=_ratio, doc="ratio of the ``traceidratio`` samplers"
+    )
+    flush_timeout_ms: int = _setting(
+        250,
+        "DSQLTRACE_FLUSH_TIMEOUT_MS",
+        parse=_at_least(1),
+        doc="the most one delivery takes, on any transport, retries included",
+    )
+    export_cooloff_ms: int = _setting(
+        30_000,
+        "DSQLTRACE_EXPORT_COOLOFF_MS",
+        parse=_at_least(1),
+        doc="the longest pause after failed exports (1 s, doubling)",
+    )
+    probe_timeout_ms: int = _setting(
+        50,
+        "DSQLTRACE_PROBE_TIMEOUT_MS",
+        parse=_at_least(1),
+        doc="after a failed export, the most the next attempt (one per pause) waits",
+    )
+    max_queue_size: int = _setting(
+        2048,
+        "DSQLTRACE_MAX_QUEUE_SIZE",
+        parse=_at_least(1),
+        doc="spans kept while the collector is unreachable",
+    )
+    max_queue_bytes: int = _setting(
+        4 * 1024 * 1024,
+        "DSQLTRACE_MAX_QUEUE_BYTES",
+        parse=_at_least(1024),
+        doc="the same bound, in estimated encoded bytes",
+    )
+    timeout_margin_ms: int = _setting(
+        100,
+        "DSQLTRACE_TIMEOUT_MARGIN_MS",
+        parse=_at_least(0),
+        doc="this close to the deadline the invocation's span is ended and sent; ``0``: off",
+    )
+    coldstart_phases: bool = _setting(
+        True,
+        "DSQLTRACE_COLDSTART_PHASES",
+        parse=_bool,
+        doc="record init work and replay it under ``aws.lambda.init``",
+    )
+    log_correlation: bool = _setting(
+        True, "DSQLTRACE_LOG_CORRELATION", parse=_bool, doc="trace ids on log records"
+    )
+    environ: InitVar[Mapping[str, str] | None] = None
+
+    def __post_init__(self, environ: Mapping[str, str] | None) -> None:
         env = os.environ if environ is None else environ
-        resource = parse_key_values(
-            env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES"
+        for s in settings():
+            given = getattr(self, s.field)
+            object.__setattr__(self, s.field, _resolve(s, given, env))
+        resource = self.resource_attributes
+        service = (
+            self.service_name
+            or resource.get("service.name")
+            or env.get("AWS_LAMBDA_FUNCTION_NAME")
+            or "unknown_service"
         )
-
-        def pick(arg: str | None, *names: str) -> str | None:
-            if arg is not None:
-                return arg
-            for name in names:
-                value = env.get(name, "").strip()
-                if value:
-                    return value
-            return None
-
-        exporter_value = (pick(exporter, "OTEL_TRACES_EXPORTER") or "otlp").lower()
-        if "," in exporter_value:  # the spec allows a list; we run one exporter
-            exporter_value = exporter_value.split(",", 1)[0].strip()
-        if exporter_value not in EXPORTERS:
-            _warn_bad(
-                "OTEL_TRACES_EXPORTER" if exporter is None else "exporter", exporter_value, "otlp"
+        object.__setattr__(self, "service_name", service)
+        if self.service_version is None:
+            object.__setattr__(self, "service_version", resource.get("service.version"))
+        if self.environment is None:
+            environment = resource.get("deployment.environment.name") or resource.get(
+                "deployment.environment"
             )
-            exporter_value = "otlp"
+            object.__setattr__(self, "environment", environment)
 
-        traces_endpoint = pick(endpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        if traces_endpoint is None:
-            base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-            traces_endpoint = base.rstrip("/") + "/v1/traces" if base else DEFAULT_OTLP_ENDPOINT
-        if not traces_endpoint.startswith(("http://", "https://")):
-            _warn_bad("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces_endpoint, DEFAULT_OTLP_ENDPOINT)
-            traces_endpoint = DEFAULT_OTLP_ENDPOINT
 
-        if headers is None:
-            raw_headers = (
-                pick(None, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS") or ""
-            )
-            headers = parse_key_values(raw_headers, "OTEL_EXPORTER_OTLP_HEADERS", secret=True)
+def _resolve(s: Setting, given: object, env: Mapping[str, str]) -> object:
+    if given is not _UNSET:
+        try:
+            return s.parse(given, s.field)
+        except (TypeError, ValueError):
+            _warn_bad(s, s.field, given)
+            return s.default
+    for variable in s.variables:
+        raw = env.get(variable, "").strip()
+        if not raw:
+            continue
+        try:
+            return s.parse(raw, variable)
+        except (TypeError, ValueError):
+            _warn_bad(s, variable, raw)
+            return s.default
+    return s.default
 
-        compression = (
-            pick(None, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")
-            or "none"
-        ).lower()
-        if compression not in ("none", "gzip"):
-            _warn_bad("OTEL_EXPORTER_OTLP_COMPRESSION", compression, "none")
-            compression = "none"
 
-        sampler_value = (pick(sampler, "OTEL_TRACES_SAMPLER") or "parentbased_always_on").lower()
-        if sampler_value not in SAMPLERS:
-            _warn_bad("OTEL_TRACES_SAMPLER", sampler_value, "parentbased_always_on")
-            sampler_value = "parentbased_always_on"
-        ratio = sampler_ratio
-        if ratio is None:
-            ratio = _float(env, "OTEL_TRACES_SAMPLER_ARG", 1.0)
-        if not 0.0 <= ratio <= 1.0:
-            _warn_bad("OTEL_TRACES_SAMPLER_ARG", str(ratio), "1.0")
-            ratio = 1.0
+def _warn_bad(s: Setting, source: str, value: object) -> None:
+    shown = "<redacted>" if s.secret else redact_url(str(value))
+    logger.warning("tracing: invalid value %r for %s; using %s", shown, source, s.default)
 
-        service = pick(service_name, "OTEL_SERVICE_NAME", "DD_SERVICE") or resource.get(
-            "service.name"
-        )
-        service = service or env.get("AWS_LAMBDA_FUNCTION_NAME") or "unknown_service"
 
-        return cls(
-            disabled=_bool(env, "OTEL_SDK_DISABLED", False),
-            service_name=service,
-            service_version=pick(service_version, "DD_VERSION") or resource.get("service.version"),
-            environment=pick(environment, "DD_ENV")
-            or resource.get("deployment.environment.name")
-            or resource.get("deployment.environment"),
-            exporter=exporter_value,
-            endpoint=traces_endpoint,
-            headers=dict(headers),
-            compression=compression,
-            sampler=sampler_value,
-            sampler_ratio=ratio,
-            flush_timeout_ms=_positive(
-                flush_timeout_ms, env, "DSQLTRACE_FLUSH_TIMEOUT_MS", DEFAULT_FLUSH_TIMEOUT_MS
-            ),
-            export_cooloff_ms=_positive(
-                export_cooloff_ms, env, "DSQLTRACE_EXPORT_COOLOFF_MS", DEFAULT_EXPORT_COOLOFF_MS
-            ),
-            max_queue_size=_positive(
-                max_queue_size, env, "DSQLTRACE_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE
-            ),
-            probe_timeout_ms=_positive(
-                probe_timeout_ms, env, "DSQLTRACE_PROBE_TIMEOUT_MS", DEFAULT_PROBE_TIMEOUT_MS
-            ),
-            timeout_margin_ms=_positive(
-                timeout_margin_ms,
-                env,
-                "DSQLTRACE_TIMEOUT_MARGIN_MS",
-                DEFAULT_TIMEOUT_MARGIN_MS,
-                allow_zero=True,
-            ),
-            coldstart_phases=(
-                coldstart_phases
-                if coldstart_phases is not None
-                else _bool(env, "DSQLTRACE_COLDSTART_PHASES", True)
-            ),
-            log_correlation=(
-                log_correlation
-                if log_correlation is not None
-                else _bool(env, "DSQLTRACE_LOG_CORRELATION", True)
-            ),
-            resource_attributes=resource,
-        )
+_SETTINGS: tuple[Setting, ...] | None = None
+
+
+def settings() -> tuple[Setting, ...]:
+    """Every setting of :class:`TracingConfig`, in declaration order."""
+    global _SETTINGS
+    if _SETTINGS is None:
+        found = []
+        for f in dataclasses.fields(TracingConfig):
+            meta = f.metadata.get("setting")
+            if meta is not None:
+                variables, default, parse, doc, secret = meta
+                found.append(Setting(f.name, variables, default, parse, doc, secret))
+        _SETTINGS = tuple(found)
+    return _SETTINGS
 
 
 def parse_key_values(raw: str, source: str, *, secret: bool = False) -> dict[str, str]:
@@ -241,51 +380,14 @@ def parse_key_values(raw: str, source: str, *, secret: bool = False) -> dict[str
     return result
 
 
-def _warn_bad(name: str, value: str, default: str) -> None:
-    logger.warning("tracing: invalid value %r for %s; using %s", value, name, default)
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    _warn_bad(name, raw, str(default).lower())
-    return default
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def redact_url(text: str) -> str:
+    """``text`` with the credentials and query of a URL in it removed (for logs and spans)."""
+    if "://" not in text:
+        return text
     try:
-        return float(raw)
+        parts = urlsplit(text.strip())
+        netloc = parts.netloc.rpartition("@")[2]
+        query = "<redacted>" if parts.query else ""
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
     except ValueError:
-        _warn_bad(name, raw, str(default))
-        return default
-
-
-def _positive(
-    arg: int | None, env: Mapping[str, str], name: str, default: int, *, allow_zero: bool = False
-) -> int:
-    lowest = 0 if allow_zero else 1
-    if arg is not None:
-        if arg >= lowest:
-            return arg
-        _warn_bad(name.removeprefix("DSQLTRACE_").lower(), str(arg), str(default))
-        return default
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < lowest:
-        _warn_bad(name, raw, str(default))
-        return default
-    return value
+        return "<unparsable URL>"

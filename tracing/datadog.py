@@ -9,19 +9,19 @@ decide (service, env, version, the agent timeout) when they are not set.
 
 from __future__ import annotations
 
-import logging
 import os
+import threading
 from typing import Any
 
 from tracing.config import TracingConfig
 from tracing.export import Backoff
-from tracing.setup import VERSION, Runtime, _set_global_provider
+from tracing.runtime import NAME, VERSION, Runtime, logger, set_global_provider
 
-logger = logging.getLogger("tracing")
+__all__ = ["DatadogDelivery", "datadog_runtime"]
 
 
 def datadog_runtime(config: TracingConfig) -> Runtime:
-    """A runtime whose spans are ddtrace spans, flushed synchronously per invocation."""
+    """A runtime whose spans are ddtrace spans, flushed per invocation within a bound."""
     env = os.environ
     env.setdefault("DD_TRACE_OTEL_ENABLED", "true")
     env.setdefault("DD_SERVICE", config.service_name)
@@ -42,31 +42,73 @@ def datadog_runtime(config: TracingConfig) -> Runtime:
     from ddtrace.trace import tracer as dd_tracer
 
     provider = TracerProvider()
-    _set_global_provider(provider)
-    flusher = _DatadogFlush(dd_tracer, config.export_cooloff_ms / 1000.0)
-    return Runtime(
-        config, provider.get_tracer("tracing", VERSION), flush=flusher.flush, provider=provider
+    set_global_provider(provider)
+    delivery = DatadogDelivery(
+        dd_tracer,
+        timeout_s=config.flush_timeout_ms / 1000.0,
+        max_cooloff_s=config.export_cooloff_ms / 1000.0,
     )
+    return Runtime(config, provider.get_tracer(NAME, VERSION), delivery, provider=provider)
 
 
-class _DatadogFlush:
-    """Flushes ddtrace's writer, pausing after a failed flush like the OTLP path."""
+class DatadogDelivery:
+    """Flushes ddtrace's writer on a worker thread; the caller waits at most its timeout.
 
-    def __init__(self, dd_tracer: Any, max_cooloff_s: float) -> None:
+    ddtrace's own flush has no overall bound (its agent timeout applies to each
+    socket operation), so the flush runs on one long-lived worker and
+    :meth:`flush` waits for it at most ``timeout``.  After a failed flush it
+    pauses like the OTLP path.
+    """
+
+    def __init__(self, dd_tracer: Any, *, timeout_s: float, max_cooloff_s: float) -> None:
         self._tracer = dd_tracer
-        self._backoff = Backoff(max_cooloff_s)
+        self._timeout = timeout_s
+        self.backoff = Backoff(max_cooloff_s)
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._ok = True
+        self._worker: threading.Thread | None = None
 
-    def flush(self) -> bool:
-        if self._backoff.paused():
+    def flush(self, timeout: float | None = None) -> bool:
+        limit = self._timeout if timeout is None else min(self._timeout, max(timeout, 0.0))
+        if self.backoff.paused():
             return False
+        with self._cond:
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._run, name="tracing-datadog-flush", daemon=True
+                )
+                self._worker.start()
+            self._requested += 1
+            wanted = self._requested
+            self._cond.notify_all()
+            done = self._cond.wait_for(lambda: self._completed >= wanted, limit)
+            return done and self._ok
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._requested > self._completed)
+                target = self._requested
+            ok = self._flush_once()
+            with self._cond:
+                self._ok = ok
+                self._completed = target
+                self._cond.notify_all()
+
+    def _flush_once(self) -> bool:
         try:
             writer = self._tracer._span_aggregator.writer
             writer.flush_queue(raise_exc=True)
         except AttributeError:
             self._tracer.flush()
         except Exception as exc:
-            pause = self._backoff.failed()
+            pause = self.backoff.failed()
             logger.warning("tracing: Datadog flush failed (%s); pausing for %.0f s", exc, pause)
             return False
-        self._backoff.succeeded()
+        self.backoff.succeeded()
         return True
+
+    def shutdown(self) -> None:
+        self.flush()

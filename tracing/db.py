@@ -1,15 +1,21 @@
-"""psycopg 3 spans: one CLIENT span per query, one ``dsql.connect`` span per connection.
+"""psycopg 3 spans: one CLIENT span per statement, one span per connection.
 
 Use :class:`TracedConnection` (or :class:`AsyncTracedConnection`) where you
 would use ``psycopg.Connection``: its ``connect()`` is wrapped in a
-``dsql.connect`` span and its cursors trace every ``execute``.  With a pool,
-pass ``connection_class=TracedConnection``.  For a connection made elsewhere,
-set ``conn.cursor_factory = TracedCursor``.
+``postgresql.connect`` span and its cursors trace every ``execute``.  For a
+connection authenticated with an Aurora DSQL IAM token use
+:class:`DsqlConnection` (span ``dsql.connect``; the naming rule is in
+:mod:`tracing.names`).  A ``cursor_factory`` of your own (``ClientCursor``...)
+is kept: the traced cursor is made from it.  For a connection made elsewhere,
+set ``conn.cursor_factory = traced_cursor_factory(conn.cursor_factory)``.
 
 Query spans are named ``"{operation} {table}"`` (``"INSERT todos"``) and carry
 the stable database semantic conventions.  ``db.query.text`` is the statement
-as written with its placeholders; string and number literals are replaced by
-``?``, and parameter values are never recorded.
+with its placeholders, read by a tokenizer that follows PostgreSQL's lexical
+rules: every literal (standard, escape, bit and dollar-quoted strings,
+numbers) becomes ``?`` and comments are dropped; parameter values are never
+recorded.  A failed statement records its SQLSTATE and constraint name, never
+the server's message or ``DETAIL`` (they quote row values).
 
 Why not opentelemetry-instrumentation-psycopg: it costs about 30 ms of import
 and dependency checks at cold start, names spans by the first keyword only,
@@ -21,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
 from opentelemetry.trace import SpanKind
@@ -34,17 +40,20 @@ if TYPE_CHECKING:
     from psycopg.abc import Params
 
 __all__ = [
+    "AsyncDsqlConnection",
     "AsyncTracedConnection",
     "AsyncTracedCursor",
+    "DsqlConnection",
     "QueryInfo",
     "TracedConnection",
     "TracedCursor",
     "connect_attributes",
     "describe_query",
+    "redact_sql",
+    "reset_caches",
+    "traced_cursor_factory",
 ]
 
-_LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.S)
-_FIRST_WORD = re.compile(r"[A-Za-z]+")
 _IDENT = r'((?:"[^"]+"|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:"[^"]+"|[A-Za-z_][\w$]*))?)'
 _TABLE_AFTER = {
     "INSERT": re.compile(r"\bINTO\s+" + _IDENT, re.I),
@@ -53,15 +62,129 @@ _TABLE_AFTER = {
     "SELECT": re.compile(r"\bFROM\s+(?:ONLY\s+)?" + _IDENT, re.I),
     "MERGE": re.compile(r"\bINTO\s+" + _IDENT, re.I),
 }
-_LITERALS = re.compile(
-    r"""
-      '(?:[^']|'')*'                       # 'string', with '' escapes
-    | \$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$  # $$dollar-quoted$$
-    | (?<![\w$.%])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b   # numbers, not $1 or identifiers
-    """,
-    re.S | re.X,
-)
+_FIRST_WORD = re.compile(r"[A-Za-z]+")
 _CACHE_SIZE = 512
+
+# PostgreSQL's lexer (src/backend/parser/scan.l), for what redaction needs.  Letters
+# include every non-ASCII character, as PostgreSQL's do.
+_LETTER = "A-Za-z_\u0080-\U0010ffff"
+_TOKEN = re.compile(
+    rf"""
+      (?P<space>[ \t\n\r\f\v]+)
+    | (?P<line>--[^\n\r]*)
+    | (?P<block>/\*)
+    | (?P<escape>[eE]')
+    | (?P<plain>(?:[bBxXnN]|[uU]&)?')
+    | (?P<quoted>(?:[uU]&)?")
+    | (?P<dollar>\$(?:[{_LETTER}][{_LETTER}0-9]*)?\$)
+    | (?P<param>\$[0-9]+)
+    | (?P<number>0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
+        |(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?)
+    | (?P<word>[{_LETTER}][{_LETTER}0-9$]*)
+    | (?P<other>.)
+    """,
+    re.X | re.S,
+)
+
+
+def _end_of_plain(text: str, i: int) -> int:
+    """End of a standard string whose opening quote is before ``i`` ('' is a quote)."""
+    n = len(text)
+    while True:
+        j = text.find("'", i)
+        if j < 0:
+            return n
+        if j + 1 < n and text[j + 1] == "'":
+            i = j + 2
+            continue
+        return j + 1
+
+
+def _end_of_escape(text: str, i: int) -> int:
+    """End of an ``E'...'`` string: backslash escapes and '' inside."""
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+        elif c == "'":
+            if i + 1 < n and text[i + 1] == "'":
+                i += 2
+            else:
+                return i + 1
+        else:
+            i += 1
+    return n
+
+
+def _end_of_quoted(text: str, i: int) -> int:
+    n = len(text)
+    while True:
+        j = text.find('"', i)
+        if j < 0:
+            return n
+        if j + 1 < n and text[j + 1] == '"':
+            i = j + 2
+            continue
+        return j + 1
+
+
+def _end_of_block(text: str, i: int) -> int:
+    """End of a ``/* */`` comment, which nests in PostgreSQL."""
+    depth = 1
+    n = len(text)
+    while i < n and depth:
+        if text.startswith("/*", i):
+            depth += 1
+            i += 2
+        elif text.startswith("*/", i):
+            depth -= 1
+            i += 2
+        else:
+            i += 1
+    return i
+
+
+def redact_sql(text: str) -> str:
+    """``text`` with every literal replaced by ``?`` and every comment dropped.
+
+    Placeholders (``%s``, ``%(name)s``, ``$1``), identifiers, quoted
+    identifiers, keywords and operators are kept as written.  Anything left
+    unterminated at the end (a string, a comment) counts as a literal.
+    """
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    match = _TOKEN.match
+    while i < n:
+        m = match(text, i)
+        assert m is not None  # "other" matches any character
+        kind = m.lastgroup
+        end = m.end()
+        if kind == "plain":
+            end = _end_of_plain(text, end)
+            out.append("?")
+        elif kind == "escape":
+            end = _end_of_escape(text, end)
+            out.append("?")
+        elif kind == "dollar":
+            close = text.find(m.group(), end)
+            end = n if close < 0 else close + len(m.group())
+            out.append("?")
+        elif kind == "number":
+            out.append("?")
+        elif kind == "quoted":
+            end = _end_of_quoted(text, end)
+            out.append(text[i:end])
+        elif kind == "line":
+            out.append(" ")
+        elif kind == "block":
+            end = _end_of_block(text, end)
+            out.append(" ")
+        else:
+            out.append(m.group())
+        i = end
+    return re.sub(r"[ \t\n\r\f\v]{2,}", " ", "".join(out)).strip()
 
 
 class QueryInfo:
@@ -77,25 +200,30 @@ class QueryInfo:
 _cache: dict[str, QueryInfo] = {}
 
 
+def reset_caches() -> None:
+    """Forget the described statements (``tracing.testing.reset_tracing``)."""
+    _cache.clear()
+
+
 def describe_query(text: str) -> QueryInfo:
     """Name and attributes of a SQL statement (cached per statement text)."""
     info = _cache.get(text)
     if info is not None:
         return info
-    body = text[_LEADING_COMMENTS.match(text).end() :]  # type: ignore[union-attr]
-    word = _FIRST_WORD.match(body)
+    redacted = redact_sql(text)
+    word = _FIRST_WORD.match(redacted)
     operation = word.group(0).upper() if word else "QUERY"
     table = None
     finder = _TABLE_AFTER.get(operation)
     if finder is not None:
-        found = finder.search(body)
+        found = finder.search(redacted)
         if found:
             table = re.sub(r'\s+|"', "", found.group(1))
     attributes: dict[str, types.AttributeValue] = {
         names.DB_SYSTEM_NAME: "postgresql",
         names.DB_OPERATION_NAME: operation,
-        names.DB_QUERY_TEXT: _LITERALS.sub("?", text.strip()),
-        names.DD_OPERATION_NAME: names.DB_QUERY,
+        names.DB_QUERY_TEXT: redacted,
+        names.DD_OPERATION_NAME: names.OPERATION_DB_QUERY,
         names.DD_SPAN_TYPE: "sql",
     }
     span_name = operation
@@ -155,79 +283,89 @@ def _open_query_span(query: Any, cursor: Any) -> SpanScope:
 
 
 def _close_query_span(scope: SpanScope, cursor: Any, exc: BaseException | None) -> None:
-    if exc is None:
-        if cursor.rowcount >= 0 and cursor.pgresult is not None and cursor.description:
-            scope.span.set_attribute(names.DB_RESPONSE_RETURNED_ROWS, cursor.rowcount)
-    elif isinstance(exc, psycopg.Error) and exc.sqlstate:
-        scope.span.set_attribute(names.DB_RESPONSE_STATUS_CODE, exc.sqlstate)
-    scope.close(exc)
+    if exc is None and cursor.rowcount >= 0 and cursor.pgresult is not None and cursor.description:
+        scope.span.set_attribute(names.DB_RESPONSE_RETURNED_ROWS, cursor.rowcount)
+    scope.close(exc)  # an error: SQLSTATE and constraint, never the server's message
 
 
-class TracedCursor(psycopg.Cursor[Any]):
+class _TracedCursorMixin:
+    """Traces ``execute`` and ``executemany`` of the cursor class it is mixed into."""
+
+    def execute(self, query: Any, params: Params | None = None, **kwargs: Any) -> Any:
+        scope = _open_query_span(query, self)
+        try:
+            super().execute(query, params, **kwargs)  # type: ignore[misc]
+        except BaseException as exc:
+            _close_query_span(scope, self, exc)
+            raise
+        _close_query_span(scope, self, None)
+        return self
+
+    def executemany(self, query: Any, params_seq: Iterable[Params], **kwargs: Any) -> None:
+        scope = _open_query_span(query, self)
+        try:
+            super().executemany(query, params_seq, **kwargs)  # type: ignore[misc]
+        except BaseException as exc:
+            _close_query_span(scope, self, exc)
+            raise
+        _close_query_span(scope, self, None)
+
+
+class _AsyncTracedCursorMixin:
+    """The async twin of :class:`_TracedCursorMixin`."""
+
+    async def execute(self, query: Any, params: Params | None = None, **kwargs: Any) -> Any:
+        scope = _open_query_span(query, self)
+        try:
+            await super().execute(query, params, **kwargs)  # type: ignore[misc]
+        except BaseException as exc:
+            _close_query_span(scope, self, exc)
+            raise
+        _close_query_span(scope, self, None)
+        return self
+
+    async def executemany(self, query: Any, params_seq: Iterable[Params], **kwargs: Any) -> None:
+        scope = _open_query_span(query, self)
+        try:
+            await super().executemany(query, params_seq, **kwargs)  # type: ignore[misc]
+        except BaseException as exc:
+            _close_query_span(scope, self, exc)
+            raise
+        _close_query_span(scope, self, None)
+
+
+class TracedCursor(_TracedCursorMixin, psycopg.Cursor[Any]):
     """A cursor whose ``execute`` and ``executemany`` are traced."""
 
-    def execute(
-        self,
-        query: Any,
-        params: Params | None = None,
-        *,
-        prepare: bool | None = None,
-        binary: bool | None = None,
-    ) -> TracedCursor:
-        scope = _open_query_span(query, self)
-        try:
-            super().execute(query, params, prepare=prepare, binary=binary)
-        except BaseException as exc:
-            _close_query_span(scope, self, exc)
-            raise
-        _close_query_span(scope, self, None)
-        return self
 
-    def executemany(
-        self, query: Any, params_seq: Iterable[Params], *, returning: bool = False
-    ) -> None:
-        scope = _open_query_span(query, self)
-        try:
-            super().executemany(query, params_seq, returning=returning)
-        except BaseException as exc:
-            _close_query_span(scope, self, exc)
-            raise
-        _close_query_span(scope, self, None)
-
-
-class AsyncTracedCursor(psycopg.AsyncCursor[Any]):
+class AsyncTracedCursor(_AsyncTracedCursorMixin, psycopg.AsyncCursor[Any]):
     """The async twin of :class:`TracedCursor`."""
 
-    async def execute(
-        self,
-        query: Any,
-        params: Params | None = None,
-        *,
-        prepare: bool | None = None,
-        binary: bool | None = None,
-    ) -> AsyncTracedCursor:
-        scope = _open_query_span(query, self)
-        try:
-            await super().execute(query, params, prepare=prepare, binary=binary)
-        except BaseException as exc:
-            _close_query_span(scope, self, exc)
-            raise
-        _close_query_span(scope, self, None)
-        return self
 
-    async def executemany(
-        self, query: Any, params_seq: Iterable[Params], *, returning: bool = False
-    ) -> None:
-        scope = _open_query_span(query, self)
-        try:
-            await super().executemany(query, params_seq, returning=returning)
-        except BaseException as exc:
-            _close_query_span(scope, self, exc)
-            raise
-        _close_query_span(scope, self, None)
+_factories: dict[type[Any], type[Any]] = {
+    psycopg.Cursor: TracedCursor,
+    psycopg.AsyncCursor: AsyncTracedCursor,
+}
 
 
-def connect_attributes(conninfo: str, params: Mapping[str, Any]) -> dict[str, types.AttributeValue]:
+def traced_cursor_factory(base: type[Any]) -> type[Any]:
+    """A traced cursor class made from ``base`` (``psycopg.ClientCursor``, your own...)."""
+    if issubclass(base, _TracedCursorMixin | _AsyncTracedCursorMixin):
+        return base
+    made = _factories.get(base)
+    if made is None:
+        mixin = (
+            _AsyncTracedCursorMixin
+            if issubclass(base, psycopg.AsyncCursor)
+            else (_TracedCursorMixin)
+        )
+        made = _factories[base] = type(f"Traced{base.__name__}", (mixin, base), {})
+    return made
+
+
+def connect_attributes(
+    conninfo: str, params: Mapping[str, Any], *, operation: str = names.DB_CONNECT
+) -> dict[str, types.AttributeValue]:
     """Span attributes of a connection attempt: host, port, database, user; never the password."""
     try:
         merged = psycopg.conninfo.conninfo_to_dict(conninfo, **params)
@@ -235,52 +373,71 @@ def connect_attributes(conninfo: str, params: Mapping[str, Any]) -> dict[str, ty
         merged = {}
     attrs: dict[str, types.AttributeValue] = {
         names.DB_SYSTEM_NAME: "postgresql",
-        names.DD_OPERATION_NAME: names.DSQL_CONNECT,
-        names.DD_RESOURCE_NAME: names.DSQL_CONNECT,
+        names.DD_OPERATION_NAME: operation,
+        names.DD_RESOURCE_NAME: operation,
     }
     if merged.get("host"):
         attrs[names.SERVER_ADDRESS] = str(merged["host"])
     port = str(merged.get("port") or "5432")
-    if port.isdigit():
+    if port.isascii() and port.isdigit():
         attrs[names.SERVER_PORT] = int(port)
     if merged.get("dbname"):
         attrs[names.DB_NAMESPACE] = str(merged["dbname"])
     if merged.get("user"):
-        attrs[names.DSQL_USER] = str(merged["user"])
+        attrs[names.DB_USER] = str(merged["user"])
     return attrs
 
 
+def _connect_scope(
+    span_name: str, conninfo: str, kwargs: dict[str, Any], base: type[Any]
+) -> SpanScope:
+    kwargs["cursor_factory"] = traced_cursor_factory(kwargs.get("cursor_factory") or base)
+    attributes = connect_attributes(conninfo, kwargs, operation=span_name)
+    return SpanScope(span_name, SpanKind.CLIENT, attributes)
+
+
 class TracedConnection(psycopg.Connection[Any]):
-    """``psycopg.Connection`` with a ``dsql.connect`` span and traced cursors."""
+    """``psycopg.Connection`` with a connect span and traced cursors."""
+
+    #: The name of the connect span (see the naming rule in :mod:`tracing.names`).
+    connect_span_name: ClassVar[str] = names.DB_CONNECT
 
     @classmethod
     def connect(cls, conninfo: str = "", **kwargs: Any) -> TracedConnection:
-        kwargs.setdefault("cursor_factory", TracedCursor)
-        scope = SpanScope(names.DSQL_CONNECT, SpanKind.CLIENT, connect_attributes(conninfo, kwargs))
+        scope = _connect_scope(cls.connect_span_name, conninfo, kwargs, psycopg.Cursor)
         try:
             conn = super().connect(conninfo, **kwargs)
         except BaseException as exc:
-            if isinstance(exc, psycopg.Error) and exc.sqlstate:
-                scope.span.set_attribute(names.DB_RESPONSE_STATUS_CODE, exc.sqlstate)
             scope.close(exc)
             raise
         scope.close()
         return conn
+
+
+class DsqlConnection(TracedConnection):
+    """A :class:`TracedConnection` authenticated with an Aurora DSQL IAM token."""
+
+    connect_span_name: ClassVar[str] = names.DSQL_CONNECT
 
 
 class AsyncTracedConnection(psycopg.AsyncConnection[Any]):
     """The async twin of :class:`TracedConnection`."""
 
+    connect_span_name: ClassVar[str] = names.DB_CONNECT
+
     @classmethod
     async def connect(cls, conninfo: str = "", **kwargs: Any) -> AsyncTracedConnection:
-        kwargs.setdefault("cursor_factory", AsyncTracedCursor)
-        scope = SpanScope(names.DSQL_CONNECT, SpanKind.CLIENT, connect_attributes(conninfo, kwargs))
+        scope = _connect_scope(cls.connect_span_name, conninfo, kwargs, psycopg.AsyncCursor)
         try:
             conn = await super().connect(conninfo, **kwargs)
         except BaseException as exc:
-            if isinstance(exc, psycopg.Error) and exc.sqlstate:
-                scope.span.set_attribute(names.DB_RESPONSE_STATUS_CODE, exc.sqlstate)
             scope.close(exc)
             raise
         scope.close()
         return conn
+
+
+class AsyncDsqlConnection(AsyncTracedConnection):
+    """The async twin of :class:`DsqlConnection`."""
+
+    connect_span_name: ClassVar[str] = names.DSQL_CONNECT

@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+__all__ = ["DeadlineWatch"]
+
 
 class DeadlineWatch:
     """Calls a function when the armed deadline (``time.monotonic()``) arrives, unless disarmed."""
@@ -24,9 +26,13 @@ class DeadlineWatch:
         self._callback: Callable[[], None] | None = None
         self._wake_at = float("inf")
         self._thread: threading.Thread | None = None
+        self._stopped = False
 
     def arm(self, deadline: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` at ``deadline`` (a ``time.monotonic()`` value) unless disarmed."""
         with self._cond:
+            if self._stopped:
+                return
             self._deadline = deadline
             self._callback = callback
             if self._thread is None:
@@ -38,12 +44,30 @@ class DeadlineWatch:
                 self._cond.notify()  # the watcher sleeps past this deadline: wake it
 
     def disarm(self) -> None:
+        """Forget the armed callback (the invocation ended in time)."""
         with self._cond:
             self._callback = None
+
+    @property
+    def armed(self) -> bool:
+        """True while a callback waits for its deadline."""
+        return self._callback is not None
+
+    def stop(self) -> None:
+        """Disarm and end the watcher thread (tracing is being shut down)."""
+        with self._cond:
+            self._stopped = True
+            self._callback = None
+            self._cond.notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
 
     def _run(self) -> None:
         while True:
             with self._cond:
+                if self._stopped:
+                    return
                 if self._callback is None:
                     self._wake_at = float("inf")
                     self._cond.wait()

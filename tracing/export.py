@@ -1,42 +1,74 @@
-"""Delivery: spans are kept in memory and sent, once per invocation, before the handler returns.
+"""Delivery: finished spans are kept in memory and sent in bounded batches when flushed.
 
-No background thread: Lambda freezes the environment as soon as the handler
-returns, so a batch thread would hold spans that arrive late or never.  The
-flush is bounded by a deadline, and after a failed export the processor pauses
-(1 s, doubling up to ``export_cooloff_ms``) so that a dead collector costs
-almost nothing per invocation.  Spans are kept (up to ``max_queue_size``) and
-sent when the collector answers again.
+No batch thread: Lambda freezes the environment as soon as the invocation
+ends, so a thread of its own would hold spans that arrive late or never.
+Each flush is bounded by one deadline (``timeout_ms``) that covers encoding,
+connecting, sending, the answer and any retry.  A flush sends batches of at
+most :data:`MAX_BATCH_SPANS` spans and :data:`MAX_BATCH_BYTES` bytes and
+starts no new batch after half its time, so a backlog kept during an outage
+drains over the next invocations instead of stalling one.  After a failed
+export the processor pauses (1 s, doubling up to ``max_cooloff_ms``); the
+first attempt after a pause is a probe bounded by ``probe_timeout_ms``.
+
+What is kept is bounded twice: ``max_queue_size`` spans and
+``max_queue_bytes`` estimated bytes; the oldest spans go first, counted in
+:attr:`DeliveryStats.dropped`.  A batch the sender could not send for a reason
+other than "it certainly did not arrive" (refused, HTTP 429/502/503/504) is
+dropped, never put back: no span can hold back the others.
 """
 
 from __future__ import annotations
 
-import logging
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-logger = logging.getLogger("tracing")
+from tracing.runtime import logger
 
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_SPANS",
+    "Backoff",
+    "ConsoleSender",
+    "DeliveryStats",
+    "InvocationSpanProcessor",
+    "SpanSender",
+    "estimated_size",
+]
+
+#: The most spans one export request carries.
+MAX_BATCH_SPANS = 512
+#: The most estimated bytes one export request carries (at least one span).
+MAX_BATCH_BYTES = 1024 * 1024
+#: A probe (the first export after a pause) carries at most this many spans.
+PROBE_BATCH_SPANS = 64
 _FIRST_COOLOFF_S = 1.0
+
+Clock = Callable[[], float]
 
 
 class Backoff:
-    """Pauses exports after failures: 1 s, doubling while they fail, up to ``max_s``."""
+    """Pauses exports after failures: 1 s, doubling while they fail, up to ``max_s``.
 
-    def __init__(self, max_s: float) -> None:
+    ``clock`` (default ``time.monotonic``) is what tests replace to end a pause.
+    """
+
+    def __init__(self, max_s: float, *, clock: Clock = time.monotonic) -> None:
         self._max = max_s
+        self._clock = clock
         self._current = 0.0
         self._until = 0.0
 
     def paused(self) -> bool:
         """True while exports should not be tried."""
-        return self._current > 0.0 and time.monotonic() < self._until
+        return self._current > 0.0 and self._clock() < self._until
 
     @property
     def failing(self) -> bool:
@@ -46,15 +78,20 @@ class Backoff:
     def failed(self) -> float:
         """Record a failure; returns the pause now in force, in seconds."""
         self._current = min(self._max, self._current * 2 if self._current else _FIRST_COOLOFF_S)
-        self._until = time.monotonic() + self._current
+        self._until = self._clock() + self._current
         return self._current
 
     def succeeded(self) -> None:
+        """Record a success: the pause is over."""
         self._current = 0.0
 
 
 class SpanSender(Protocol):
-    """What the processor needs of an exporter: send or raise, within ``timeout``."""
+    """What the processor needs of an exporter: send within ``timeout`` seconds, or raise.
+
+    An exception with ``retryable = True`` (or a ``ConnectionRefusedError``) means
+    the spans certainly did not arrive: they are kept and sent again.
+    """
 
     def export(self, spans: Sequence[ReadableSpan], timeout: float) -> None: ...
 
@@ -71,13 +108,40 @@ class DeliveryStats:
     skipped_flushes: int = 0
 
 
+def _value_size(value: object) -> int:
+    if isinstance(value, str | bytes):
+        return len(value) + 4
+    if isinstance(value, tuple | list):
+        return sum(_value_size(v) for v in value) + 4
+    return 11
+
+
+def estimated_size(span: ReadableSpan) -> int:
+    """About how many bytes ``span`` takes encoded (strings counted by characters)."""
+    size = 64 + len(span.name)
+    attributes = span.attributes
+    if attributes:
+        for key, value in attributes.items():
+            size += len(key) + _value_size(value) + 4
+    for event in span.events:
+        size += 16 + len(event.name)
+        if event.attributes:
+            for key, value in event.attributes.items():
+                size += len(key) + _value_size(value) + 4
+    return size + 40 * len(span.links)
+
+
+def _retryable(exc: BaseException) -> bool:
+    flag = getattr(exc, "retryable", None)
+    if isinstance(flag, bool):
+        return flag
+    return isinstance(exc, ConnectionRefusedError)
+
+
 class InvocationSpanProcessor(SpanProcessor):
     """Keeps finished sampled spans and exports them when :meth:`flush` is called.
 
-    After a failed export, exports pause; the first one after the pause is a
-    *probe* that waits at most ``probe_timeout_ms``, so that a collector that
-    accepts connections but never answers costs one full ``timeout_ms`` once,
-    and almost nothing afterwards.
+    It is the :class:`tracing.runtime.Delivery` of the OTLP and console exporters.
     """
 
     def __init__(
@@ -87,16 +151,27 @@ class InvocationSpanProcessor(SpanProcessor):
         timeout_ms: int = 250,
         max_cooloff_ms: int = 30_000,
         max_queue_size: int = 2048,
+        max_queue_bytes: int = 4 * 1024 * 1024,
         probe_timeout_ms: int = 50,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._sender = sender
         self._timeout = timeout_ms / 1000.0
         self._probe_timeout = min(timeout_ms, probe_timeout_ms) / 1000.0
-        self._queue: deque[ReadableSpan] = deque(maxlen=max_queue_size)
+        self._queue: deque[tuple[ReadableSpan, int]] = deque()
+        self._bytes = 0
         self._max_queue = max_queue_size
+        self._max_bytes = max_queue_bytes
         self._lock = threading.Lock()
-        self._backoff = Backoff(max_cooloff_ms / 1000.0)
+        self._flush_lock = threading.Lock()
+        self._clock = clock
+        self.backoff = Backoff(max_cooloff_ms / 1000.0, clock=clock)
         self.stats = DeliveryStats()
+
+    @property
+    def sender(self) -> SpanSender:
+        """Where the spans go."""
+        return self._sender
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
@@ -105,49 +180,100 @@ class InvocationSpanProcessor(SpanProcessor):
         ctx = span.context
         if ctx is None or not ctx.trace_flags.sampled:
             return
-        queue = self._queue
-        if len(queue) >= self._max_queue:
-            self.stats.dropped += 1  # the bounded deque drops the oldest on append
-        queue.append(span)
+        size = estimated_size(span)
+        with self._lock:
+            queue = self._queue
+            queue.append((span, size))
+            self._bytes += size
+            while len(queue) > self._max_queue or self._bytes > self._max_bytes:
+                self._bytes -= queue.popleft()[1]
+                self.stats.dropped += 1
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Export every kept span; True when they were delivered (or none was kept)."""
-        with self._lock:
-            if not self._queue:
-                return True
-            if self._backoff.paused():
-                self.stats.skipped_flushes += 1
-                return False
-            batch = list(self._queue)
-            self._queue.clear()
-            limit = self._probe_timeout if self._backoff.failing else self._timeout
-        if timeout is not None:
-            limit = min(limit, timeout)
-        try:
-            self._sender.export(batch, limit)
-        except Exception as exc:
-            self._failed(batch, exc)
+        """Export kept spans within ``timeout`` (default: the flush timeout); True when
+        none is left.  One flush runs at a time; another one waits within its own bound."""
+        limit = self._timeout if timeout is None else min(self._timeout, max(timeout, 0.0))
+        start = self._clock()
+        if not self._flush_lock.acquire(timeout=limit):
             return False
-        self._backoff.succeeded()
-        self.stats.exported += len(batch)
-        return True
+        try:
+            with self._lock:
+                if not self._queue:
+                    return True
+                if self.backoff.paused():
+                    self.stats.skipped_flushes += 1
+                    return False
+                probing = self.backoff.failing
+            if probing:
+                limit = min(limit, self._probe_timeout)
+            deadline = start + limit
+            no_new_batch_after = start + limit / 2
+            while True:
+                batch = self._take(PROBE_BATCH_SPANS if probing else MAX_BATCH_SPANS)
+                if not batch:
+                    return True
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    self._put_back(batch)
+                    return False
+                try:
+                    self._sender.export([span for span, _ in batch], remaining)
+                except Exception as exc:
+                    self._failed(batch, exc)
+                    return False
+                self.backoff.succeeded()
+                self.stats.exported += len(batch)
+                if probing or self._clock() >= no_new_batch_after:
+                    return self.pending() == 0
+        finally:
+            self._flush_lock.release()
 
-    def _failed(self, batch: list[ReadableSpan], exc: Exception) -> None:
+    def _take(self, most: int) -> list[tuple[ReadableSpan, int]]:
+        batch: list[tuple[ReadableSpan, int]] = []
+        size = 0
+        with self._lock:
+            queue = self._queue
+            while queue and len(batch) < most:
+                item = queue[0]
+                if batch and size + item[1] > MAX_BATCH_BYTES:
+                    break
+                batch.append(queue.popleft())
+                size += item[1]
+            self._bytes -= size
+        return batch
+
+    def _put_back(self, batch: list[tuple[ReadableSpan, int]]) -> None:
+        """Return ``batch`` to the front of the queue, within the bounds (oldest dropped)."""
+        with self._lock:
+            queue = self._queue
+            for item in reversed(batch):
+                if len(queue) >= self._max_queue or self._bytes + item[1] > self._max_bytes:
+                    self.stats.dropped += 1
+                    continue
+                queue.appendleft(item)
+                self._bytes += item[1]
+
+    def _failed(self, batch: list[tuple[ReadableSpan, int]], exc: Exception) -> None:
         # Send again only what certainly did not arrive: after a timeout the collector
         # may have the spans already, and sending them again would duplicate them.
-        retryable = getattr(exc, "retryable", True)
+        retryable = _retryable(exc)
         with self._lock:
             self.stats.failed_exports += 1
-            pause = self._backoff.failed()
-            # Put the batch back in front of anything that ended meanwhile.
-            room = self._max_queue - len(self._queue)
-            keep = batch[-room:] if room > 0 and retryable else []
-            self.stats.dropped += len(batch) - len(keep)
-            self._queue.extendleft(reversed(keep))
-        logger.warning("tracing: span export failed (%s); pausing exports for %.0f s", exc, pause)
+            pause = self.backoff.failed()
+            if not retryable:
+                self.stats.dropped += len(batch)
+        if retryable:
+            self._put_back(batch)
+        logger.warning(
+            "tracing: span export failed (%s: %s); %s; pausing exports for %.0f s",
+            type(exc).__name__,
+            exc,
+            "spans kept" if retryable else f"{len(batch)} spans dropped",
+            pause,
+        )
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.flush(min(self._timeout, timeout_millis / 1000.0))
+        return self.flush(timeout_millis / 1000.0)
 
     def shutdown(self) -> None:
         self.flush()
@@ -157,16 +283,19 @@ class InvocationSpanProcessor(SpanProcessor):
         """How many spans wait for the next flush."""
         return len(self._queue)
 
+    def pending_bytes(self) -> int:
+        """Their estimated encoded size."""
+        return self._bytes
+
 
 class ConsoleSender:
     """Prints each span as one line of JSON on standard output."""
 
     def export(self, spans: Sequence[ReadableSpan], timeout: float) -> None:
-        import sys
-
+        out = sys.stdout
         for span in spans:
-            sys.stdout.write(span.to_json(indent=None) + "\n")
-        sys.stdout.flush()
+            out.write(span.to_json(indent=None) + "\n")
+        out.flush()
 
     def close(self) -> None:
         pass

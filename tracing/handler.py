@@ -12,7 +12,8 @@ explode the number of resources.
 from __future__ import annotations
 
 import functools
-import logging
+import math
+import os
 import re
 import threading
 import time
@@ -21,16 +22,22 @@ from typing import Any, TypeVar, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util import types
 
-from tracing import coldstart, names, propagation, setup
-from tracing.deadline import DeadlineWatch
+from tracing import coldstart, names, propagation, runtime, setup
+from tracing.runtime import Runtime, logger
 from tracing.spans import record_error
 
-logger = logging.getLogger("tracing")
+__all__ = ["RouteTable", "traced_handler"]
 
 H = TypeVar("H", bound=Callable[[Any, Any], Any])
+
+#: Lambda's longest timeout; a remaining time beyond it is not believed.
+_MAX_REMAINING_MS = 900_000
+#: Set on the wrapper, so that wrapping twice wraps once.
+_WRAPPED = "__tracing_handler__"
 
 
 class RouteTable:
@@ -62,27 +69,40 @@ def traced_handler(handler: H, /) -> H: ...
 
 
 @overload
-def traced_handler(*, routes: Iterable[str] = ()) -> Callable[[H], H]: ...
+def traced_handler(
+    *, routes: Iterable[str] = (), runtime: Runtime | None = None
+) -> Callable[[H], H]: ...
 
 
 def traced_handler(
-    handler: H | None = None, /, *, routes: Iterable[str] = ()
+    handler: H | None = None,
+    /,
+    *,
+    routes: Iterable[str] = (),
+    runtime: Runtime | None = None,
 ) -> H | Callable[[H], H]:
     """Wrap a Lambda handler: ``@traced_handler`` or ``@traced_handler(routes=[...])``.
 
-    Calls :func:`tracing.setup_tracing` with its defaults if it was not called.
-    The handler's exceptions are recorded on the span and re-raised unchanged;
-    a failure inside the toolkit is logged and never reaches the handler.
+    Calls :func:`tracing.setup_tracing` with its defaults if it was not called;
+    ``runtime`` makes the wrapper use that runtime instead of the installed one.
+    Whatever the event, the context or the handler's outcome, every invocation
+    gets its span, and the handler's result or exception passes unchanged; a
+    failure inside the toolkit is logged and never reaches the handler.  A
+    handler wrapped already is returned as it is (one span per invocation).
     """
     table = RouteTable(routes)
+    explicit = runtime
 
     def decorate(fn: H) -> H:
-        setup.setup_tracing()
+        if getattr(fn, _WRAPPED, False):
+            return fn
+        if explicit is None:
+            setup.setup_tracing()
         coldstart.mark_ready()
 
         @functools.wraps(fn)
         def wrapper(event: Any, context: Any) -> Any:
-            invocation = _start(event, context, table)
+            invocation = _start(event, context, table, explicit)
             if invocation is None:
                 return fn(event, context)
             try:
@@ -93,6 +113,7 @@ def traced_handler(
             _finish(invocation, result, None)
             return result
 
+        setattr(wrapper, _WRAPPED, True)
         return wrapper  # type: ignore[return-value]
 
     return decorate(handler) if handler is not None else decorate
@@ -101,16 +122,12 @@ def traced_handler(
 class _Invocation:
     __slots__ = ("done", "lock", "rt", "span", "token")
 
-    def __init__(self, rt: setup.Runtime, span: trace.Span, token: object) -> None:
+    def __init__(self, rt: Runtime, span: trace.Span, token: object) -> None:
         self.rt = rt
         self.span = span
         self.token = token
         self.done = False
         self.lock = threading.Lock()
-
-
-#: Ends the current invocation's span just before Lambda's deadline.
-_watch = DeadlineWatch()
 
 
 def _impending_timeout(invocation: _Invocation, margin_s: float) -> None:
@@ -125,111 +142,187 @@ def _impending_timeout(invocation: _Invocation, margin_s: float) -> None:
         Status(StatusCode.ERROR, "impending timeout: the invocation reached its deadline")
     )
     span.end()
-    invocation.rt.flush_within(margin_s * 0.8)
+    invocation.rt.delivery.flush(margin_s * 0.8)
 
 
-def _start(event: Any, context: Any, table: RouteTable) -> _Invocation | None:
-    rt = setup.runtime()
+def _remaining_s(context: Any) -> float | None:
+    """The invocation's remaining time in seconds, if the context tells a believable one."""
+    try:
+        remaining = context.get_remaining_time_in_millis()
+    except Exception:
+        return None
+    if isinstance(remaining, bool) or not isinstance(remaining, int | float):
+        return None
+    if not (math.isfinite(remaining) and 0 < remaining <= _MAX_REMAINING_MS):
+        return None
+    return remaining / 1000.0
+
+
+def _start(
+    event: Any, context: Any, table: RouteTable, explicit: Runtime | None
+) -> _Invocation | None:
+    rt = explicit or runtime.current()
     if rt is None or rt.config.disabled:
         return None
     try:
         now = time.time_ns()
-        first = coldstart.begin_invocation(now)
-        name, attributes, headers = _describe(event, context, table)
+        first = coldstart.begin_invocation()
+        try:
+            name, attributes, headers = _describe(event, context, table)
+        except Exception as exc:  # a shape we did not foresee: a plain span all the same
+            logger.debug("tracing: could not describe the event: %s", exc)
+            name, attributes, headers = _fallback_description(context)
         attributes[names.FAAS_COLDSTART] = bool(first and first.coldstart)
         if first is not None and not first.coldstart:
             attributes[names.INIT_TYPE] = first.initialization_type
             attributes[names.PROACTIVE_INIT] = first.proactive
+        # Never the current context: a span leaked by anything before must not become
+        # this invocation's parent.
+        parent = propagation.extract(headers) or Context()
         span = rt.tracer.start_span(
-            name,
-            context=propagation.extract(headers),
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            start_time=now,
+            name, context=parent, kind=SpanKind.SERVER, attributes=attributes, start_time=now
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        invocation = _Invocation(rt, span, token)
-        margin = rt.config.timeout_margin_ms / 1000.0
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
-        if margin > 0 and remaining is not None:
-            deadline = time.monotonic() + remaining() / 1000.0 - margin
-            _watch.arm(deadline, lambda: _impending_timeout(invocation, margin))
-        if first is not None:
-            function = str(
-                getattr(context, "function_name", "") or attributes.get(names.DD_RESOURCE_NAME)
-            )
-            coldstart.replay(rt.tracer, span if first.coldstart else None, function)
-        return invocation
     except Exception as exc:
         logger.warning("tracing: could not start the invocation span: %s", exc)
         return None
+    invocation = _Invocation(rt, span, otel_context.attach(trace.set_span_in_context(span)))
+    try:
+        margin = rt.config.timeout_margin_ms / 1000.0
+        remaining = _remaining_s(context)
+        if rt.watch is not None and remaining is not None:
+            deadline = time.monotonic() + remaining - margin
+            rt.watch.arm(deadline, lambda: _impending_timeout(invocation, margin))
+        if first is not None:
+            coldstart.replay(rt.tracer, span if first.coldstart else None, _function_name(context))
+    except Exception as exc:
+        logger.warning("tracing: could not prepare the invocation: %s", exc)
+    return invocation
 
 
 def _finish(invocation: _Invocation, result: Any, exc: BaseException | None) -> None:
-    _watch.disarm()
-    with invocation.lock:
-        ended_by_watch = invocation.done
-        invocation.done = True
-    if ended_by_watch:  # the deadline watcher ended and sent it already
-        otel_context.detach(invocation.token)  # type: ignore[arg-type]
-        return
+    rt = invocation.rt
     try:
-        span = invocation.span
-        if exc is not None:
-            record_error(span, exc)
-        elif span.is_recording():
-            status = _status_code(result)
-            if status is not None:
-                span.set_attribute(names.HTTP_RESPONSE_STATUS_CODE, status)
-                if status >= 500:
-                    span.set_attribute(names.ERROR_TYPE, str(status))
-                    span.set_status(Status(StatusCode.ERROR))
-        span.end()
-        otel_context.detach(invocation.token)  # type: ignore[arg-type]
+        if rt.watch is not None:
+            rt.watch.disarm()
+        with invocation.lock:
+            ended_by_watch = invocation.done
+            invocation.done = True
+        if not ended_by_watch:  # else the deadline watcher ended and sent it already
+            span = invocation.span
+            try:
+                if exc is not None:
+                    record_error(span, exc)
+                elif span.is_recording():
+                    status = _status_code(result)
+                    if status is not None:
+                        span.set_attribute(names.HTTP_RESPONSE_STATUS_CODE, status)
+                        if status >= 500:
+                            span.set_attribute(names.ERROR_TYPE, str(status))
+                            span.set_status(Status(StatusCode.ERROR))
+            finally:
+                span.end()
     except Exception as err:
         logger.warning("tracing: could not end the invocation span: %s", err)
+    finally:
+        otel_context.detach(invocation.token)  # type: ignore[arg-type]
     try:
-        invocation.rt.flush()
+        rt.delivery.flush()
     except Exception as err:
         logger.warning("tracing: flush failed: %s", err)
 
 
 def _status_code(result: Any) -> int | None:
     """The HTTP status a Function URL answers with: ``statusCode``, else 200 (the result
-    is then the JSON body); None for a ``statusCode`` that is not a number."""
-    code = result.get("statusCode") if isinstance(result, Mapping) else None
-    if code is None:
-        return 200
+    is then the JSON body); None for a ``statusCode`` that is not an HTTP status."""
     try:
-        return int(code)
-    except (TypeError, ValueError):
+        code = result.get("statusCode") if isinstance(result, Mapping) else None
+        if code is None:
+            return 200
+        if isinstance(code, bool):
+            return None
+        if isinstance(code, float):
+            code = int(code) if code.is_integer() else None
+        elif isinstance(code, str):
+            code = int(code) if code.isascii() and code.strip().isdigit() else None
+    except Exception:
         return None
+    return code if isinstance(code, int) and 100 <= code <= 599 else None
+
+
+def _text(obj: Any, attribute: str) -> str | None:
+    """A string attribute of ``obj``, or None (whatever ``obj`` does)."""
+    try:
+        value = getattr(obj, attribute, None)
+    except Exception:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _function_name(context: Any) -> str:
+    return _text(context, "function_name") or "handler"
+
+
+def _resource_id(arn: str) -> tuple[str, str | None]:
+    """``cloud.resource_id`` for an invoked ARN, and the alias it was invoked through.
+
+    An alias is replaced by the version that runs, as the semantic conventions
+    ask: one environment can be invoked through several aliases.
+    """
+    parts = arn.split(":")
+    if len(parts) != 8 or parts[5] != "function":
+        return arn, None
+    qualifier = parts[7]
+    if qualifier == "$LATEST" or (qualifier.isascii() and qualifier.isdigit()):
+        return arn, None
+    version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+    return ":".join(parts[:7] + ([version] if version else [])), qualifier
+
+
+def _fallback_description(
+    context: Any,
+) -> tuple[str, dict[str, types.AttributeValue], Mapping[str, str] | None]:
+    function = _function_name(context)
+    return (
+        function,
+        {
+            names.DD_OPERATION_NAME: names.OPERATION_LAMBDA,
+            names.FAAS_TRIGGER: "other",
+            names.DD_RESOURCE_NAME: function,
+        },
+        None,
+    )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _describe(
     event: Any, context: Any, table: RouteTable
 ) -> tuple[str, dict[str, types.AttributeValue], Mapping[str, str] | None]:
     """Span name, attributes and headers of an invocation."""
-    attrs: dict[str, types.AttributeValue] = {names.DD_OPERATION_NAME: names.LAMBDA_INVOCATION}
-    request_id = getattr(context, "aws_request_id", None)
+    name, attrs, _ = _fallback_description(context)
+    request_id = _text(context, "aws_request_id")
     if request_id:
         attrs[names.FAAS_INVOCATION_ID] = request_id
-    arn = getattr(context, "invoked_function_arn", None)
-    if isinstance(arn, str) and arn:
-        attrs[names.CLOUD_RESOURCE_ID] = arn
+    arn = _text(context, "invoked_function_arn")
+    if arn:
+        resource_id, alias = _resource_id(arn)
+        attrs[names.CLOUD_RESOURCE_ID] = resource_id
+        if alias:
+            attrs[names.INVOKED_ALIAS] = alias
         parts = arn.split(":")
         if len(parts) > 4 and parts[4]:
             attrs[names.CLOUD_ACCOUNT_ID] = parts[4]
-    function = str(getattr(context, "function_name", "") or "handler")
-    http = event.get("requestContext", {}).get("http") if isinstance(event, Mapping) else None
-    if not isinstance(http, Mapping):
-        attrs[names.FAAS_TRIGGER] = "other"
-        attrs[names.DD_RESOURCE_NAME] = function
-        return function, attrs, None
-    headers = event.get("headers")
-    headers = headers if isinstance(headers, Mapping) else {}
-    method = str(http.get("method") or "GET").upper()
-    path = str(http.get("path") or event.get("rawPath") or "/")
+    event = _mapping(event)
+    http = _mapping(_mapping(event.get("requestContext")).get("http"))
+    if not http:
+        return name, attrs, None
+    headers = {k: v for k, v in _mapping(event.get("headers")).items() if isinstance(v, str)}
+    method = http.get("method")
+    method = method.upper() if isinstance(method, str) and method else "GET"
+    path = http.get("path") or event.get("rawPath")
+    path = path if isinstance(path, str) and path else "/"
     route_key = event.get("routeKey")
     route: str | None = None
     if isinstance(route_key, str) and " " in route_key:
@@ -249,9 +342,9 @@ def _describe(
     if route:
         attrs[names.HTTP_ROUTE] = route
     agent = http.get("userAgent") or headers.get("user-agent")
-    if agent:
-        attrs[names.USER_AGENT_ORIGINAL] = str(agent)
+    if isinstance(agent, str) and agent:
+        attrs[names.USER_AGENT_ORIGINAL] = agent
     source = http.get("sourceIp")
-    if source:
-        attrs[names.CLIENT_ADDRESS] = str(source)
+    if isinstance(source, str) and source:
+        attrs[names.CLIENT_ADDRESS] = source
     return name, attrs, headers

@@ -18,6 +18,8 @@ from typing import Any
 
 from opentelemetry import trace
 
+__all__ = ["JsonFormatter", "install", "uninstall"]
+
 _LOW_64 = (1 << 64) - 1
 _previous_factory: Callable[..., logging.LogRecord] | None = None
 

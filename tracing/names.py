@@ -1,59 +1,52 @@
-"""Span names and attribute keys: the one source for code, tests, dashboards and docs.
+"""The toolkit's vocabulary: span names, Datadog operation names, attribute keys.
 
-Dashboards (``dashboards/``) are validated against :data:`SPAN_NAMES`, and the
-README's span table is checked against this module by the tests, so a rename
-here shows up everywhere at once.
+Code, tests, dashboards and docs take their names from here (the Todo
+application's own span names live in ``handlers/names.py``).  Dashboards are
+validated against :data:`OPERATION_NAMES`, and the README's span table is
+checked against this module by the tests.
+
+Two kinds of name, kept apart:
+
+- an **OpenTelemetry span name** is what the OTLP span is called; for the
+  invocation and for queries it is built per request (``"POST /todos"``,
+  ``"INSERT todos"``), for the others it is fixed (``dsql.connect``);
+- a **Datadog operation name** (attribute ``operation.name``) is what Datadog
+  groups by, and what dashboards query; the per-request name becomes the
+  Datadog *resource*.
+
+The naming rule for connections: ``tracing.db`` is generic psycopg, so its
+spans are named for PostgreSQL (``postgresql.connect``, ``postgresql.query``)
+on any server.  Work that only happens with Aurora DSQL is named ``dsql.*``:
+the IAM token (``dsql.token.generate``) and a connection authenticated with
+one (``dsql.connect``, made by :class:`tracing.db.DsqlConnection`).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# --- Span names ---------------------------------------------------------------
-#: Datadog operation name of the per-invocation SERVER span.  The OTel span
-#: name itself is ``"{METHOD} {route}"`` (``"POST /todos"``); the route is the
-#: Datadog resource.
-LAMBDA_INVOCATION: Final = "aws.lambda"
+# --- OpenTelemetry span names (fixed ones) ------------------------------------------
 #: Parent of the cold-start phases, back-dated to the start of the process.
 LAMBDA_INIT: Final = "aws.lambda.init"
 #: IAM auth-token generation for Aurora DSQL (a local SigV4 presign).
 DSQL_TOKEN_GENERATE: Final = "dsql.token.generate"
-#: Connection setup: TCP, TLS, authentication.
+#: Connection setup with an IAM token (TCP, TLS, authentication): Aurora DSQL.
 DSQL_CONNECT: Final = "dsql.connect"
-#: Datadog operation name of every query span.  The OTel span name is
-#: ``"{operation} {table}"``, e.g. ``"INSERT todos"``: the Datadog resource.
-DB_QUERY: Final = "postgresql.query"
-#: The seed's business spans (one per Todo API operation).
-SAVE_TODO: Final = "Save Todo"
-QUERY_TODOS: Final = "Query Todos"
-GET_TODO: Final = "Get Todo"
-UPDATE_TODO: Final = "Update Todo"
-DELETE_TODO: Final = "Delete Todo"
+#: Connection setup on any PostgreSQL server (``tracing.db.TracedConnection``).
+DB_CONNECT: Final = "postgresql.connect"
 
-#: The query span names the Todo API emits.
-QUERY_SPAN_NAMES: Final = (
-    "INSERT todos",
-    "SELECT todos",
-    "UPDATE todos",
-    "DELETE todos",
-)
+#: Every fixed OpenTelemetry span name the toolkit emits.
+SPAN_NAMES: Final = frozenset({LAMBDA_INIT, DSQL_TOKEN_GENERATE, DSQL_CONNECT, DB_CONNECT})
 
-#: Every operation name a dashboard may query.
-SPAN_NAMES: Final = frozenset(
-    {
-        LAMBDA_INVOCATION,
-        LAMBDA_INIT,
-        DSQL_TOKEN_GENERATE,
-        DSQL_CONNECT,
-        DB_QUERY,
-        SAVE_TODO,
-        QUERY_TODOS,
-        GET_TODO,
-        UPDATE_TODO,
-        DELETE_TODO,
-        *QUERY_SPAN_NAMES,
-    }
-)
+# --- Datadog operation names ----------------------------------------------------------
+#: Operation of the per-invocation SERVER span (OTel name ``"{METHOD} {route}"``).
+OPERATION_LAMBDA: Final = "aws.lambda"
+#: Operation of every query span (OTel name ``"{operation} {table}"``).
+OPERATION_DB_QUERY: Final = "postgresql.query"
+
+#: Every Datadog operation name the toolkit emits (fixed span names are their own
+#: operation names); a dashboard may query these and the application's own.
+OPERATION_NAMES: Final = frozenset({OPERATION_LAMBDA, OPERATION_DB_QUERY, *SPAN_NAMES})
 
 # --- Datadog mapping (read by the Datadog Lambda Extension's OTLP intake and by
 # --- ddtrace's OpenTelemetry bridge alike) --------------------------------------
@@ -87,6 +80,10 @@ URL_PATH: Final = "url.path"
 USER_AGENT_ORIGINAL: Final = "user_agent.original"
 CLIENT_ADDRESS: Final = "client.address"
 ERROR_TYPE: Final = "error.type"
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+EXCEPTION_ESCAPED: Final = "exception.escaped"
 
 DB_SYSTEM_NAME: Final = "db.system.name"
 DB_NAMESPACE: Final = "db.namespace"
@@ -105,10 +102,16 @@ DSQL_OCC_RETRY_COUNT: Final = "dsql.occ.retry_count"
 DSQL_RECONNECT: Final = "dsql.reconnect"
 #: How the auth token was signed: ``environment`` (credentials in env) or ``boto3``.
 DSQL_TOKEN_SIGNER: Final = "dsql.token.signer"
-#: ``"admin"`` or the custom role the token was made for.
-DSQL_USER: Final = "db.user"
+#: The database role a connection signs in as (``admin`` or a custom role).  Not an
+#: OpenTelemetry convention (``db.user`` was removed from them); Datadog's database
+#: views still read it.
+DB_USER: Final = "db.user"
+#: The constraint a failed statement violated (the error's values never are recorded).
+DB_ERROR_CONSTRAINT: Final = "db.response.constraint_name"
 #: True when a phase ran during init and was replayed under ``aws.lambda.init``.
 INIT_PHASE: Final = "aws.lambda.init_phase"
 #: Why an invocation was not a cold start although it was the first one.
 INIT_TYPE: Final = "aws.lambda.initialization_type"
+#: The alias the function was invoked through (``cloud.resource_id`` has the version).
+INVOKED_ALIAS: Final = "aws.lambda.invoked_alias"
 PROACTIVE_INIT: Final = "aws.lambda.proactive_initialization"

@@ -2,16 +2,30 @@
 
 The OTLP trace messages are few and stable, so this module writes their
 protobuf wire format directly (about a tenth of the cost of the generated
-classes, and none of their ~25 ms import).  The transport is one keep-alive
-``http.client`` connection.  The tests decode what it writes with the real
-``opentelemetry-proto`` classes and compare it with the official encoder.
+classes, and none of their ~25 ms import).  The tests decode what it writes
+with the real ``opentelemetry-proto`` classes and compare it with the
+official encoder.
+
+Values the official encoder cannot send (it fails the whole export) are sent
+visibly instead: a string with a lone surrogate is sent with U+FFFD in its
+place, an integer outside the signed 64-bit range as its decimal string.  A
+span that still cannot be encoded is dropped alone and counted
+(:attr:`OtlpHttpExporter.unencodable`); the others go out.
+
+The transport is one keep-alive HTTP/1.1 connection (TLS for ``https://``) on
+a plain socket.  Every export has one deadline, which covers name
+resolution, connecting (all addresses together), the TLS handshake,
+encoding, sending, the answer and the single retry after a stale
+keep-alive connection.
 """
 
 from __future__ import annotations
 
-import logging
+import ipaddress
 import socket
+import ssl
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -20,12 +34,14 @@ from urllib.parse import urlsplit
 
 from opentelemetry.trace import SpanKind, StatusCode
 
+from tracing.runtime import logger
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-logger = logging.getLogger("tracing")
+__all__ = ["ExportError", "OtlpHttpExporter", "encode_request", "encode_span", "reset_caches"]
 
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -34,9 +50,20 @@ _pack_fixed32 = struct.Struct("<I").pack
 # Span flags (trace.proto SpanFlags).
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; lone surrogates (which UTF-8 cannot carry) become U+FFFD."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def _varint(value: int) -> bytes:
+    """A varint; negative values (int64) in two's complement, as protobuf writes them."""
     if value < 0:
         value += 1 << 64
     if value < 0x80:
@@ -58,11 +85,13 @@ def _field(tag: bytes, payload: bytes) -> bytes:
 def _any_value(value: Any) -> bytes:
     # AnyValue: 1 string, 2 bool, 3 int, 4 double, 5 array, 6 kvlist, 7 bytes.
     if isinstance(value, str):
-        return _field(b"\x0a", value.encode("utf-8", "replace"))
+        return _field(b"\x0a", _utf8(value))
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int):
-        return b"\x18" + _varint(value)
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return b"\x18" + _varint(value)
+        return _field(b"\x0a", str(value).encode())  # beyond int64: its decimal string
     if isinstance(value, float):
         return b"\x21" + _pack_double(value)
     if isinstance(value, bytes):
@@ -83,7 +112,7 @@ _CACHEABLE = frozenset((str, bool, int, float))
 
 def _key_value(key: str, value: Any) -> bytes:
     """An encoded ``KeyValue``."""
-    return _field(b"\x0a", key.encode("utf-8", "replace")) + _field(b"\x12", _any_value(value))
+    return _field(b"\x0a", _utf8(key)) + _field(b"\x12", _any_value(value))
 
 
 def _key_values(attributes: Mapping[str, Any] | None, tag: bytes) -> bytes:
@@ -103,8 +132,8 @@ def _key_values(attributes: Mapping[str, Any] | None, tag: bytes) -> bytes:
                 continue
         try:
             kv = _key_value(str(key), value)
-        except TypeError:
-            logger.debug("tracing: dropping attribute %s of unsupported type", key)
+        except (TypeError, ValueError, RecursionError):
+            logger.debug("tracing: dropping an attribute of unsupported type")
             continue
         n = len(kv)
         framed = (bytes((n,)) if n < 0x80 else _varint(n)) + kv
@@ -135,11 +164,11 @@ def encode_span(span: ReadableSpan) -> bytes:
     ]
     if ctx.trace_state:
         state = ",".join(f"{k}={v}" for k, v in ctx.trace_state.items())
-        out.append(_field(b"\x1a", state.encode()))
+        out.append(_field(b"\x1a", _utf8(state)))
     parent = span.parent
     if parent is not None:
         out.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    out.append(_field(b"\x2a", span.name.encode("utf-8", "replace")))
+    out.append(_field(b"\x2a", _utf8(span.name)))
     out.append(_KINDS[span.kind])
     out.append(b"\x39" + _pack_fixed64(span.start_time or 0))
     out.append(b"\x41" + _pack_fixed64(span.end_time or 0))
@@ -147,7 +176,7 @@ def encode_span(span: ReadableSpan) -> bytes:
     if span.dropped_attributes:
         out.append(b"\x50" + _varint(span.dropped_attributes))
     for event in span.events:
-        body = b"\x09" + _pack_fixed64(event.timestamp) + _field(b"\x12", event.name.encode())
+        body = b"\x09" + _pack_fixed64(event.timestamp) + _field(b"\x12", _utf8(event.name))
         body += _key_values(event.attributes, b"\x1a")
         if event.dropped_attributes:
             body += b"\x20" + _varint(event.dropped_attributes)
@@ -169,7 +198,7 @@ def encode_span(span: ReadableSpan) -> bytes:
     if status.description or status.status_code is not StatusCode.UNSET:
         body = b""
         if status.description:
-            body += _field(b"\x12", status.description.encode("utf-8", "replace"))
+            body += _field(b"\x12", _utf8(status.description))
         if status.status_code.value:
             body += b"\x18" + bytes((status.status_code.value,))
         out.append(_field(b"\x7a", body))
@@ -204,12 +233,12 @@ class _Cache:
         body = b""
         url = b""
         if scope is not None:
-            body = _field(b"\x0a", scope.name.encode())
+            body = _field(b"\x0a", _utf8(scope.name))
             if scope.version:
-                body += _field(b"\x12", scope.version.encode())
+                body += _field(b"\x12", _utf8(scope.version))
             body += _key_values(scope.attributes, b"\x1a")
             if scope.schema_url:
-                url = _field(b"\x1a", scope.schema_url.encode())
+                url = _field(b"\x1a", _utf8(scope.schema_url))
         encoded = (_field(b"\x0a", body), url)
         if len(self.scopes) > 64:
             self.scopes.clear()
@@ -218,15 +247,26 @@ class _Cache:
 
 
 def encode_request(spans: Sequence[ReadableSpan], cache: _Cache | None = None) -> bytes:
-    """Encode spans as an ``ExportTraceServiceRequest`` (grouped by resource, then scope)."""
-    cache = cache or _Cache()
+    """Encode spans as an ``ExportTraceServiceRequest`` (grouped by resource, then scope);
+    a span that cannot be encoded is left out."""
+    return _encode(spans, cache or _Cache())[0]
+
+
+def _encode(spans: Sequence[ReadableSpan], cache: _Cache) -> tuple[bytes, int]:
+    """The request and how many spans were left out because they could not be encoded."""
     grouped: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]]
     grouped = {}
+    skipped = 0
     for span in spans:
+        try:
+            encoded = encode_span(span)
+        except Exception:  # one bad span must never hold back the others
+            skipped += 1
+            continue
         resource = span.resource
         scope = span.instrumentation_scope
         by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
-        by_scope.setdefault(id(scope), (scope, []))[1].append(encode_span(span))
+        by_scope.setdefault(id(scope), (scope, []))[1].append(encoded)
     out = []
     for resource, by_scope in grouped.values():
         scope_spans = []
@@ -236,9 +276,14 @@ def encode_request(spans: Sequence[ReadableSpan], cache: _Cache | None = None) -
             scope_spans.append(_field(b"\x12", body))
         body = cache.resource(resource) + b"".join(scope_spans)
         if resource.schema_url:
-            body += _field(b"\x1a", resource.schema_url.encode())
+            body += _field(b"\x1a", _utf8(resource.schema_url))
         out.append(_field(b"\x0a", body))
-    return b"".join(out)
+    return b"".join(out), skipped
+
+
+def reset_caches() -> None:
+    """Forget the encoded-attribute cache (``tracing.testing.reset_tracing``)."""
+    _KV_CACHE.clear()
 
 
 class ExportError(Exception):
@@ -261,32 +306,100 @@ class _StaleConnection(ConnectionError):
     """A kept-alive connection turned out closed before any answer was read."""
 
 
-class _PlainHttp:
-    """HTTP/1.1 over one kept-alive TCP socket: one write per request, one small parser.
+class _NotConnected(ConnectionError):
+    """No connection could be made (nothing was sent): the spans may be sent again."""
 
-    ``http.client`` spends about 150 µs of CPU per request on its header
-    objects and ``email`` parser; an OTLP answer needs only its status line and
-    framing.  Used for ``http://`` endpoints (the extension and local collectors
-    are on loopback); ``https://`` goes through ``http.client``.
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("no answer within the flush timeout")
+    return remaining
+
+
+def _resolve(host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
+    """The addresses of ``host``, within the deadline (name resolution has no timeout of
+    its own, so a name that is not an address is resolved on a helper thread)."""
+    if host == "localhost":
+        return [(socket.AF_INET, ("127.0.0.1", port)), (socket.AF_INET6, ("::1", port, 0, 0))]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if ip.version == 4:
+            return [(socket.AF_INET, (host, port))]
+        return [(socket.AF_INET6, (host, port, 0, 0))]
+    found: list[list[tuple[Any, ...]]] = []
+
+    def lookup() -> None:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found.append([(info[0], info[4]) for info in infos])
+
+    worker = threading.Thread(target=lookup, name="tracing-resolve", daemon=True)
+    worker.start()
+    worker.join(_remaining(deadline))
+    if not found:
+        raise TimeoutError(f"could not resolve {host} within the flush timeout")
+    return found[0]
+
+
+class _Connection:
+    """HTTP/1.1 over one kept-alive socket (TLS when ``tls`` is given), with one deadline.
+
+    Every blocking step waits at most until the deadline: each socket call is
+    given the time that is left, so a collector that answers one byte at a time
+    cannot stretch an export.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self._address = (host, port)
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._addresses: list[tuple[Any, ...]] | None = None
         self._sock: socket.socket | None = None
 
-    def post(self, head: bytes, body: bytes, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
+    def _connect(self, deadline: float) -> socket.socket:
+        if self._addresses is None:
+            self._addresses = _resolve(self._host, self._port, deadline)
+        error: OSError | None = None
+        for family, address in self._addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(_remaining(deadline))
+                sock.connect(address)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self._tls is not None:
+                    sock = self._tls.wrap_socket(
+                        sock, server_hostname=self._host, do_handshake_on_connect=False
+                    )
+                    sock.settimeout(_remaining(deadline))
+                    sock.do_handshake()
+                return sock
+            except OSError as exc:  # refused, unreachable, timed out, TLS failure
+                sock.close()
+                error = exc
+                if isinstance(exc, TimeoutError) or deadline <= time.monotonic():
+                    break
+        self._addresses = None  # resolve again next time
+        raise error or ConnectionError(f"no address for {self._host}")
+
+    def post(self, request: bytes, deadline: float) -> int:
+        """Send one request, read its answer; the HTTP status."""
         sock = self._sock
         reused = sock is not None
         if sock is None:
-            sock = socket.create_connection(self._address, timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock = sock
-        else:
-            sock.settimeout(timeout)
+            try:
+                sock = self._sock = self._connect(deadline)
+            except OSError as exc:
+                raise _NotConnected(f"{type(exc).__name__}: {exc}") from None
         try:
             try:
-                sock.sendall(head + body)
+                view = memoryview(request)
+                while view:
+                    sock.settimeout(_remaining(deadline))
+                    sent = sock.send(view)
+                    view = view[sent:]
                 data = self._recv(sock, deadline, reused)
             except (BrokenPipeError, ConnectionResetError) as exc:
                 if reused:
@@ -294,6 +407,8 @@ class _PlainHttp:
                 raise
             while b"\r\n\r\n" not in data:
                 data += self._recv(sock, deadline, False)
+                if len(data) > 65536:
+                    raise ConnectionError("collector sent an oversized answer head")
             header_block, _, rest = data.partition(b"\r\n\r\n")
             lines = header_block.split(b"\r\n")
             status = int(lines[0].split(b" ", 2)[1])
@@ -308,6 +423,7 @@ class _PlainHttp:
             elif fields.get(b"transfer-encoding") == b"chunked":
                 while not rest.endswith(b"0\r\n\r\n"):
                     rest += self._recv(sock, deadline, False)
+                    rest = rest[-16:]
             else:  # the body runs until the server closes the connection
                 while self._recv(sock, deadline, False, eof_ok=True):
                     pass
@@ -323,10 +439,7 @@ class _PlainHttp:
     def _recv(
         sock: socket.socket, deadline: float, first_on_reused: bool, eof_ok: bool = False
     ) -> bytes:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no answer within the flush timeout")
-        sock.settimeout(remaining)
+        sock.settimeout(_remaining(deadline))
         chunk = sock.recv(65536)
         if not chunk and not eof_ok:
             if first_on_reused:
@@ -341,7 +454,10 @@ class _PlainHttp:
 
 
 class OtlpHttpExporter:
-    """Sends encoded spans to an OTLP/HTTP endpoint over one keep-alive connection."""
+    """Sends encoded spans to an OTLP/HTTP endpoint over one keep-alive connection.
+
+    ``tls_context`` (``https://`` only) defaults to the system's trust store.
+    """
 
     def __init__(
         self,
@@ -349,27 +465,31 @@ class OtlpHttpExporter:
         *,
         headers: Mapping[str, str] | None = None,
         compression: str = "none",
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(endpoint)
-        self._https = parts.scheme == "https"
+        https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"
-        self._port = parts.port or (443 if self._https else 80)
+        self._port = parts.port or (443 if https else 80)
         path = parts.path or "/v1/traces"
         if parts.query:
             path += "?" + parts.query
-        self._path = path
         self._gzip = compression == "gzip"
-        self._headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
+        fields = {"Content-Type": "application/x-protobuf", **(headers or {})}
         if self._gzip:
-            self._headers["Content-Encoding"] = "gzip"
+            fields["Content-Encoding"] = "gzip"
         host_header = self._host if parts.port is None else f"{self._host}:{self._port}"
+        if ":" in self._host:
+            host_header = f"[{self._host}]" + ("" if parts.port is None else f":{self._port}")
         self._head_prefix = (
             f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in self._headers.items())
+            + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
         ).encode("latin-1")
-        self._plain = None if self._https else _PlainHttp(self._host, self._port)
-        self._tls: Any = None
+        tls = (tls_context or ssl.create_default_context()) if https else None
+        self._conn = _Connection(self._host, self._port, tls)
         self._cache = _Cache()
+        #: Spans left out because they could not be encoded.
+        self.unencodable = 0
 
     @property
     def address(self) -> str:
@@ -377,19 +497,28 @@ class OtlpHttpExporter:
         return f"{self._host}:{self._port}"
 
     def export(self, spans: Sequence[ReadableSpan], timeout: float) -> None:
-        """POST the spans; raise :class:`ExportError` unless the collector accepted them."""
-        body = encode_request(spans, self._cache)
+        """POST the spans within ``timeout`` seconds, everything included; raise
+        :class:`ExportError` unless the collector accepted them."""
+        deadline = time.monotonic() + timeout
+        body, skipped = _encode(spans, self._cache)
+        if skipped:
+            self.unencodable += skipped
+            logger.warning("tracing: %d span(s) could not be encoded and were dropped", skipped)
         if self._gzip:
             body = zlib.compress(body, wbits=31)
+        if time.monotonic() >= deadline:  # nothing was sent: the spans may be sent again
+            raise ExportError("encoding used up the flush timeout", retryable=True)
+        request = self._head_prefix + b"Content-Length: %d\r\n\r\n" % len(body) + body
         try:
             try:
-                status = self._post(body, timeout)
+                status = self._conn.post(request, deadline)
             except _StaleConnection:
-                # Closed by the collector while we were frozen: one fresh connection.
-                status = self._post(body, timeout)
-        except ExportError:
-            raise
-        except (ConnectionRefusedError, _StaleConnection) as exc:
+                # Closed by the collector while we were frozen: one fresh connection,
+                # within what is left of the same deadline.
+                status = self._conn.post(request, deadline)
+        except _NotConnected as exc:
+            raise ExportError(str(exc), retryable=True) from None
+        except _StaleConnection as exc:
             self.close()
             raise ExportError(f"{type(exc).__name__}: {exc}", retryable=True) from None
         except Exception as exc:
@@ -400,35 +529,6 @@ class OtlpHttpExporter:
                 f"collector answered HTTP {status}", retryable=status in _RETRYABLE_STATUS
             )
 
-    def _post(self, body: bytes, timeout: float) -> int:
-        if self._plain is not None:
-            head = self._head_prefix + b"Content-Length: %d\r\n\r\n" % len(body)
-            return self._plain.post(head, body, timeout)
-        return self._post_tls(body, timeout)
-
-    def _post_tls(self, body: bytes, timeout: float) -> int:
-        import http.client
-
-        conn = self._tls
-        if conn is None:
-            conn = self._tls = http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
-        elif conn.sock is not None:
-            conn.sock.settimeout(timeout)
-        try:
-            conn.request("POST", self._path, body, self._headers)
-            response = conn.getresponse()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-            self.close()
-            raise _StaleConnection(str(exc)) from None
-        response.read()
-        if response.will_close:
-            self.close()
-        return int(response.status)
-
     def close(self) -> None:
         """Close the connection (the next export opens a new one)."""
-        if self._plain is not None:
-            self._plain.close()
-        if self._tls is not None:
-            self._tls.close()
-            self._tls = None
+        self._conn.close()

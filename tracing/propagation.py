@@ -1,5 +1,7 @@
 """Parent context from the request's headers: W3C ``traceparent`` first, then Datadog's.
 
+A malformed header is ignored, never an error: the invocation then starts a
+new trace (a caller must not be able to hide its request from tracing).
 The X-Ray header (``_X_AMZN_TRACE_ID``) is deliberately not used as a parent:
 its ``Sampled=0`` would turn every span of the invocation into a non-recording
 one (opentelemetry-python-contrib #1593).
@@ -13,25 +15,48 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
+from tracing.runtime import logger
+
+__all__ = ["extract"]
+
 _HEX = frozenset("0123456789abcdef")
 _MAX_64 = (1 << 64) - 1
+#: The most digits a 64-bit decimal id has.
+_MAX_DIGITS = 20
 
 
 def extract(headers: Mapping[str, str] | None) -> Context | None:
     """The remote parent named by ``headers`` (lower-case keys), or None."""
     if not headers:
         return None
-    ctx = _from_traceparent(headers) or _from_datadog(headers)
+    try:
+        ctx = _from_traceparent(headers) or _from_datadog(headers)
+    except Exception as exc:  # whatever arrives, a new trace starts
+        logger.debug("tracing: ignoring a malformed trace context: %s", exc)
+        return None
     if ctx is None:
         return None
     return trace.set_span_in_context(NonRecordingSpan(ctx))
 
 
-def _from_traceparent(headers: Mapping[str, str]) -> SpanContext | None:
-    value = headers.get("traceparent")
-    if not value:
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _decimal(text: str) -> int | None:
+    """A positive 64-bit decimal id, or None."""
+    if not (0 < len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit()):
         return None
-    parts = value.strip().split("-")
+    value = int(text)
+    return value if 0 < value <= _MAX_64 else None
+
+
+def _from_traceparent(headers: Mapping[str, str]) -> SpanContext | None:
+    value = _header(headers, "traceparent")
+    if not value or len(value) > 512:
+        return None
+    parts = value.split("-")
     if len(parts) < 4:
         return None
     version, trace_hex, span_hex, flags_hex = parts[:4]
@@ -49,9 +74,9 @@ def _from_traceparent(headers: Mapping[str, str]) -> SpanContext | None:
     if trace_id == 0 or span_id == 0:
         return None
     state = None
-    raw_state = headers.get("tracestate")
+    raw_state = _header(headers, "tracestate")
     if raw_state:
-        state = TraceState.from_header([raw_state])
+        state = TraceState.from_header([raw_state[:4096]])
     return SpanContext(
         trace_id,
         span_id,
@@ -62,20 +87,21 @@ def _from_traceparent(headers: Mapping[str, str]) -> SpanContext | None:
 
 
 def _from_datadog(headers: Mapping[str, str]) -> SpanContext | None:
-    raw_trace = headers.get("x-datadog-trace-id", "").strip()
-    raw_parent = headers.get("x-datadog-parent-id", "").strip()
-    if not (raw_trace.isdigit() and raw_parent.isdigit()):
-        return None
-    low, span_id = int(raw_trace), int(raw_parent)
-    if not (0 < low <= _MAX_64 and 0 < span_id <= _MAX_64):
+    low = _decimal(_header(headers, "x-datadog-trace-id"))
+    span_id = _decimal(_header(headers, "x-datadog-parent-id"))
+    if low is None or span_id is None:
         return None
     high = 0
-    for tag in headers.get("x-datadog-tags", "").split(","):
+    for tag in _header(headers, "x-datadog-tags")[:4096].split(","):
         key, _, value = tag.partition("=")
         if key.strip() == "_dd.p.tid" and len(value) == 16 and _HEX.issuperset(value):
             high = int(value, 16)
-    priority = headers.get("x-datadog-sampling-priority", "1").strip()
-    sampled = not priority.lstrip("-").isdigit() or int(priority) > 0
+    priority = _header(headers, "x-datadog-sampling-priority")
+    digits = priority.removeprefix("-")
+    if digits and len(digits) <= 4 and digits.isascii() and digits.isdigit():
+        sampled = int(priority) > 0
+    else:
+        sampled = True  # absent or malformed: keep the trace
     return SpanContext(
         (high << 64) | low,
         span_id,

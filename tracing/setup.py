@@ -2,115 +2,70 @@
 
 from __future__ import annotations
 
-import logging
 import os
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.util import types
 
-from tracing import coldstart, logs, names, spans
+from tracing import coldstart, logs, names, runtime
 from tracing.config import TracingConfig
+from tracing.deadline import DeadlineWatch
+from tracing.runtime import NAME, VERSION, NoDelivery, Runtime, logger
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.sampling import Sampler
 
     from tracing.export import InvocationSpanProcessor, SpanSender
 
-logger = logging.getLogger("tracing")
-
-#: Version of this toolkit, reported as the instrumentation scope version.
-VERSION = "0.1.0"
-
-
-@dataclass
-class Runtime:
-    """What :func:`setup_tracing` made: the tracer and how to deliver its spans."""
-
-    config: TracingConfig
-    tracer: trace.Tracer
-    flush: Callable[[], bool]
-    processor: InvocationSpanProcessor | None = None
-    provider: object | None = None
-
-    def flush_within(self, timeout_s: float) -> bool:
-        """Deliver pending spans, waiting at most ``timeout_s`` (an impending timeout)."""
-        if self.processor is not None:
-            return self.processor.flush(timeout_s)
-        return self.flush()
-
-
-_runtime: Runtime | None = None
-
-
-def runtime() -> Runtime | None:
-    """The active runtime, or None when tracing is off or not set up."""
-    return _runtime
+__all__ = [
+    "make_processor",
+    "make_resource",
+    "make_sampler",
+    "resource_attributes",
+    "setup_tracing",
+    "shutdown_tracing",
+]
 
 
 def setup_tracing(
-    *,
-    service_name: str | None = None,
-    service_version: str | None = None,
-    environment: str | None = None,
-    exporter: str | None = None,
-    endpoint: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    sampler: str | None = None,
-    sampler_ratio: float | None = None,
-    flush_timeout_ms: int | None = None,
-    export_cooloff_ms: int | None = None,
-    max_queue_size: int | None = None,
-    probe_timeout_ms: int | None = None,
-    timeout_margin_ms: int | None = None,
-    coldstart_phases: bool | None = None,
-    log_correlation: bool | None = None,
+    config: TracingConfig | None = None, /, *, sender: SpanSender | None = None
 ) -> TracingConfig:
     """Install tracing for this process and return the settings in force.
 
-    Each option falls back to its environment variable, then to its default
-    (see :mod:`tracing.config`).  A second call changes nothing and returns the
-    settings of the first.  Never raises: on an internal error tracing is left
+    ``config`` defaults to ``TracingConfig()``: every setting from its environment
+    variable, else its default (see :mod:`tracing.config`).  ``sender`` replaces the
+    configured exporter (tests, or a destination of your own); spans then reach it
+    through the same bounded delivery.  A second call changes nothing and returns
+    the settings of the first.  Never raises: on an internal error tracing is left
     off and one warning is logged.
     """
-    global _runtime
-    if _runtime is not None:
-        return _runtime.config
-    config = TracingConfig.resolve(
-        service_name=service_name,
-        service_version=service_version,
-        environment=environment,
-        exporter=exporter,
-        endpoint=endpoint,
-        headers=headers,
-        sampler=sampler,
-        sampler_ratio=sampler_ratio,
-        flush_timeout_ms=flush_timeout_ms,
-        export_cooloff_ms=export_cooloff_ms,
-        max_queue_size=max_queue_size,
-        probe_timeout_ms=probe_timeout_ms,
-        timeout_margin_ms=timeout_margin_ms,
-        coldstart_phases=coldstart_phases,
-        log_correlation=log_correlation,
-    )
+    rt = runtime.current()
+    if rt is not None:
+        return rt.config
+    if config is None:
+        config = TracingConfig()
     coldstart.configure(enabled=config.coldstart_phases and not config.disabled)
     if config.disabled:
-        _runtime = Runtime(config, trace.NoOpTracer(), flush=lambda: True)
+        runtime.install(Runtime(config, trace.NoOpTracer()))
         return config
     try:
-        if config.exporter == "datadog":
+        if config.exporter == "datadog" and sender is None:
             from tracing.datadog import datadog_runtime
 
-            _runtime = datadog_runtime(config)
+            rt = datadog_runtime(config)
         else:
-            _runtime = _sdk_runtime(config)
+            rt = _sdk_runtime(config, sender)
     except Exception as exc:
         logger.warning("tracing: setup failed, tracing is off: %s", exc)
-        _runtime = Runtime(config, trace.NoOpTracer(), flush=lambda: True)
+        runtime.install(Runtime(config, trace.NoOpTracer()))
         return config
-    spans.set_tracer(_runtime.tracer)
+    if config.timeout_margin_ms > 0:
+        rt.watch = DeadlineWatch()
+    runtime.install(rt)
     if config.log_correlation:
         logs.install()
     return config
@@ -118,16 +73,11 @@ def setup_tracing(
 
 def shutdown_tracing() -> None:
     """Deliver what is pending and uninstall tracing (tests, or a process about to exit)."""
-    global _runtime
-    rt = _runtime
-    _runtime = None
-    spans.set_tracer(None)
+    rt = runtime.uninstall()
     logs.uninstall()
     if rt is not None:
         try:
-            rt.flush()
-            if rt.processor is not None:
-                rt.processor.shutdown()
+            rt.close()
         except Exception as exc:
             logger.warning("tracing: shutdown failed: %s", exc)
 
@@ -141,7 +91,7 @@ def resource_attributes(
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
         "telemetry.sdk.version": _sdk_version(),
-        "telemetry.distro.name": "dsql-lambda-tracing",
+        "telemetry.distro.name": NAME,
         "telemetry.distro.version": VERSION,
         names.CLOUD_PROVIDER: "aws",
         names.CLOUD_PLATFORM: "aws_lambda",
@@ -163,7 +113,7 @@ def resource_attributes(
         if value:
             attrs[key] = value
     memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
-    if memory.isdigit():
+    if memory.isascii() and memory.isdigit():
         attrs[names.FAAS_MAX_MEMORY] = int(memory) * 1024 * 1024
     return attrs
 
@@ -194,31 +144,47 @@ def make_sampler(config: TracingConfig) -> Sampler:
     return root
 
 
-def _sdk_runtime(config: TracingConfig) -> Runtime:
+def make_resource(config: TracingConfig) -> Resource:
+    """The SDK resource of :func:`resource_attributes`."""
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
 
+    return Resource(resource_attributes(config))
+
+
+def make_processor(
+    config: TracingConfig, sender: SpanSender, *, clock: Callable[[], float] = time.monotonic
+) -> InvocationSpanProcessor:
+    """The span processor that delivers to ``sender`` within the config's bounds."""
     from tracing.export import InvocationSpanProcessor
 
-    provider = TracerProvider(
-        resource=Resource(resource_attributes(config)),
-        sampler=make_sampler(config),
-        shutdown_on_exit=False,
+    return InvocationSpanProcessor(
+        sender,
+        timeout_ms=config.flush_timeout_ms,
+        max_cooloff_ms=config.export_cooloff_ms,
+        max_queue_size=config.max_queue_size,
+        max_queue_bytes=config.max_queue_bytes,
+        probe_timeout_ms=config.probe_timeout_ms,
+        clock=clock,
     )
-    processor: InvocationSpanProcessor | None = None
-    if config.exporter != "none":
-        processor = InvocationSpanProcessor(
-            _sender(config),
-            timeout_ms=config.flush_timeout_ms,
-            max_cooloff_ms=config.export_cooloff_ms,
-            max_queue_size=config.max_queue_size,
-            probe_timeout_ms=config.probe_timeout_ms,
-        )
+
+
+def _sdk_runtime(config: TracingConfig, sender: SpanSender | None) -> Runtime:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(
+        resource=make_resource(config), sampler=make_sampler(config), shutdown_on_exit=False
+    )
+    if sender is None and config.exporter != "none":
+        sender = _sender(config)
+    rt = Runtime(config, provider.get_tracer(NAME, VERSION), provider=provider)
+    if sender is not None:
+        processor = make_processor(config, sender)
         provider.add_span_processor(processor)
-    _set_global_provider(provider)
-    tracer = provider.get_tracer("tracing", VERSION)
-    flush = processor.flush if processor is not None else (lambda: True)
-    return Runtime(config, tracer, flush=flush, processor=processor, provider=provider)
+        rt.delivery = processor
+    else:
+        rt.delivery = NoDelivery()
+    runtime.set_global_provider(provider)
+    return rt
 
 
 def _sender(config: TracingConfig) -> SpanSender:
@@ -229,12 +195,3 @@ def _sender(config: TracingConfig) -> SpanSender:
     from tracing.otlp import OtlpHttpExporter
 
     return OtlpHttpExporter(config.endpoint, headers=config.headers, compression=config.compression)
-
-
-def _set_global_provider(provider: trace.TracerProvider) -> None:
-    """Make ``provider`` the global one so that raw OpenTelemetry API calls use it too."""
-    current = trace.get_tracer_provider()
-    if isinstance(current, trace.ProxyTracerProvider):
-        trace.set_tracer_provider(provider)
-    else:
-        logger.info("tracing: a global TracerProvider exists already; leaving it in place")

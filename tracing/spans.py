@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import traceback
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -13,34 +15,33 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util import types
 
-from tracing import coldstart, names
+from tracing import coldstart, names, runtime
+
+__all__ = [
+    "SpanScope",
+    "current_span",
+    "error_message",
+    "error_type",
+    "get_tracer",
+    "record_error",
+    "traced",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_FALLBACK_TRACER: trace.Tracer | None = None
-_tracer: trace.Tracer | None = None
-
-
-def set_tracer(tracer: trace.Tracer | None) -> None:
-    """Make ``tracer`` the one every toolkit span is started with (None: the global one)."""
-    global _tracer
-    _tracer = tracer
 
 
 def get_tracer() -> trace.Tracer:
     """The toolkit's tracer: the one :func:`tracing.setup_tracing` made, else the global one."""
-    global _FALLBACK_TRACER
-    if _tracer is not None:
-        return _tracer
-    if _FALLBACK_TRACER is None:
-        _FALLBACK_TRACER = trace.get_tracer("tracing")
-    return _FALLBACK_TRACER
+    rt = runtime.current()
+    if rt is not None:
+        return rt.tracer
+    return trace.get_tracer(runtime.NAME, runtime.VERSION)
 
 
 def current_span() -> trace.Span:
     """The span code runs in now: an init phase during init, else OTel's current span."""
-    phase = coldstart._current.get()
-    if phase is not None and coldstart.recording():
+    phase = coldstart.current_phase()
+    if phase is not None:
         return phase
     return trace.get_current_span()
 
@@ -53,13 +54,72 @@ def error_type(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def error_message(exc: BaseException) -> str:
+    """What a span or log line may say of ``exc``.
+
+    A database error (one with a ``sqlstate``) is described by its class,
+    SQLSTATE and constraint only: the server's message and ``DETAIL`` can
+    quote the values of the row.  Any other exception by ``str(exc)``; an
+    exception whose ``__str__`` itself fails by its class alone.
+    """
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        text = f"{type(exc).__name__}: SQLSTATE {sqlstate}"
+        constraint = _constraint(exc)
+        if constraint:
+            text += f" (constraint {constraint})"
+        return text
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except BaseException:  # __str__ raised: the handler's own exception must still pass
+        return f"{type(exc).__name__}: <message unavailable>"
+
+
+def _constraint(exc: BaseException) -> str | None:
+    try:
+        name = exc.diag.constraint_name  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    return name if isinstance(name, str) and name else None
+
+
 def record_error(span: trace.Span, exc: BaseException, *, record_exception: bool = True) -> None:
-    """Mark ``span`` as failed by ``exc``: error status, ``error.type``, exception event."""
-    if record_exception:
-        span.record_exception(exc, escaped=True)
-    kind = error_type(exc)
-    span.set_attribute(names.ERROR_TYPE, kind)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    """Mark ``span`` as failed by ``exc``: error status, ``error.type``, an exception event.
+
+    The message is :func:`error_message` (no database DETAIL); the stack trace
+    lists frames only.  Never raises, whatever ``exc`` does.
+    """
+    try:
+        message = error_message(exc)
+        span.set_attribute(names.ERROR_TYPE, error_type(exc))
+        sqlstate = getattr(exc, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate:
+            span.set_attribute(names.DB_RESPONSE_STATUS_CODE, sqlstate)
+            constraint = _constraint(exc)
+            if constraint:
+                span.set_attribute(names.DB_ERROR_CONSTRAINT, constraint)
+        if record_exception:
+            span.add_event(
+                "exception",
+                {
+                    names.EXCEPTION_TYPE: error_type(exc),
+                    names.EXCEPTION_MESSAGE: message.partition(": ")[2],
+                    names.EXCEPTION_STACKTRACE: _frames(exc),
+                    names.EXCEPTION_ESCAPED: True,
+                },
+            )
+        span.set_status(Status(StatusCode.ERROR, message))
+    except Exception as err:
+        runtime.logger.debug("tracing: could not record an error on a span: %s", err)
+
+
+def _frames(exc: BaseException) -> str:
+    """The traceback's frames, without the exception's message (which may quote data)."""
+    try:
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+    except Exception:
+        return ""
+    return f"Traceback (most recent call last):\n{frames}{error_type(exc)}"
 
 
 class SpanScope:
@@ -94,15 +154,27 @@ class SpanScope:
         if self._phase_token is not None:
             coldstart.end_phase(span, self._phase_token)  # type: ignore[arg-type]
             return
-        span.end()
-        if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+        try:
+            span.end()
+        finally:
+            if self._token is not None:
+                otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+#: The blocks opened by ``with traced(...)`` in this thread or task, innermost last.
+_open_blocks: ContextVar[tuple[tuple[int, SpanScope], ...]] = ContextVar(
+    "tracing_open_blocks", default=()
+)
 
 
 class _Traced:
-    """What :func:`traced` returns when not given a function: decorator and context manager."""
+    """What :func:`traced` returns when not given a function: decorator and context manager.
 
-    __slots__ = ("_attributes", "_kind", "_name", "_named", "_record_exception", "_scopes")
+    It keeps no per-call state: the blocks it opened live in a context variable,
+    so one instance can be entered by several threads or asyncio tasks at once.
+    """
+
+    __slots__ = ("_attributes", "_kind", "_name", "_record_exception")
 
     def __init__(
         self,
@@ -115,27 +187,29 @@ class _Traced:
         self._kind = kind
         self._record_exception = record_exception
         self._attributes = dict(attributes or {})
-        self._scopes: list[SpanScope] = []
-        self._named: tuple[str, dict[str, types.AttributeValue]] | None = None
 
-    def _open(self, name: str) -> SpanScope:
-        named = self._named
-        if named is None or named[0] != name:
-            attributes: dict[str, types.AttributeValue] = {
-                names.DD_OPERATION_NAME: name,
-                names.DD_RESOURCE_NAME: name,
-                **self._attributes,
-            }
-            named = self._named = (name, attributes)
-        return SpanScope(name, self._kind, named[1], record_exception=self._record_exception)
+    def _attributes_of(self, name: str) -> dict[str, types.AttributeValue]:
+        return {
+            names.DD_OPERATION_NAME: name,
+            names.DD_RESOURCE_NAME: name,
+            **self._attributes,
+        }
 
     def __call__(self, function: F) -> F:
+        if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+            raise TypeError(
+                f"traced() cannot wrap the generator function {function.__qualname__}: a span "
+                "would end before the iteration; use `with traced(...)` inside it instead"
+            )
         name = self._name or function.__qualname__
+        attributes = self._attributes_of(name)
+        kind = self._kind
+        record = self._record_exception
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                scope = self._open(name)
+                scope = SpanScope(name, kind, attributes, record_exception=record)
                 try:
                     result = await function(*args, **kwargs)
                 except BaseException as exc:
@@ -148,7 +222,7 @@ class _Traced:
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            scope = self._open(name)
+            scope = SpanScope(name, kind, attributes, record_exception=record)
             try:
                 result = function(*args, **kwargs)
             except BaseException as exc:
@@ -162,8 +236,13 @@ class _Traced:
     def __enter__(self) -> trace.Span:
         if self._name is None:
             raise TypeError("traced() used as a context manager needs a span name")
-        scope = self._open(self._name)
-        self._scopes.append(scope)
+        scope = SpanScope(
+            self._name,
+            self._kind,
+            self._attributes_of(self._name),
+            record_exception=self._record_exception,
+        )
+        _open_blocks.set((*_open_blocks.get(), (id(self), scope)))
         return scope.span
 
     def __exit__(
@@ -172,7 +251,13 @@ class _Traced:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        self._scopes.pop().close(exc_val)
+        blocks = _open_blocks.get()
+        me = id(self)
+        for i in range(len(blocks) - 1, -1, -1):
+            if blocks[i][0] == me:
+                _open_blocks.set(blocks[:i] + blocks[i + 1 :])
+                blocks[i][1].close(exc_val)
+                return
 
     async def __aenter__(self) -> trace.Span:
         return self.__enter__()
@@ -216,8 +301,11 @@ def traced(
     ``@traced`` (span named after the function), ``@traced("Save Todo")``,
     ``@traced(name="x", kind=SpanKind.CLIENT, attributes={...})`` or
     ``with traced("Save Todo") as span:``.  Works on ``async def`` functions
-    and as ``async with``.  Exceptions are recorded on the span (error status)
-    and re-raised unchanged.  During init the block is recorded as a cold-start
+    and as ``async with``; one ``traced("x")`` object may be entered by several
+    threads or tasks at once.  Generator functions are refused with a
+    ``TypeError`` (a span would end before the iteration): open a block inside
+    them instead.  Exceptions are recorded on the span (error status) and
+    re-raised unchanged.  During init the block is recorded as a cold-start
     phase (see :mod:`tracing.coldstart`).  Datadog's operation and resource
     names are set to the span name so that both exporters show the same names.
     """

@@ -1,24 +1,26 @@
 """Helpers for tests of code that uses the toolkit: capture spans in memory, reset state.
 
 >>> from tracing.testing import capture_spans, reset_tracing
->>> sink = capture_spans()          # setup_tracing() with an in-memory exporter
+>>> sink = capture_spans()          # setup_tracing() delivering to memory
 >>> ...                             # invoke your handler
->>> [s.name for s in sink.spans]    # what the last flushes delivered
+>>> [s.name for s in sink.spans]    # what the flushes delivered
 >>> reset_tracing()                 # as if the process were new
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util._once import Once
 
-from tracing import coldstart, setup
-from tracing.export import InvocationSpanProcessor
+from tracing import coldstart, runtime, setup
+from tracing.config import TracingConfig
+from tracing.deadline import DeadlineWatch
 
-__all__ = ["InMemorySender", "capture_spans", "reset_tracing"]
+__all__ = ["InMemorySender", "capture_spans", "delivery", "make_runtime", "reset_tracing"]
 
 
 class InMemorySender:
@@ -47,34 +49,55 @@ class InMemorySender:
         self.batches.clear()
 
 
-def capture_spans(
-    *,
-    service_name: str = "test",
-    flush_timeout_ms: int = 250,
-    export_cooloff_ms: int = 30_000,
-    max_queue_size: int = 2048,
-) -> InMemorySender:
-    """Set up tracing whose per-invocation flush delivers to the returned sender."""
-    setup.setup_tracing(service_name=service_name, exporter="none")
-    rt = setup.runtime()
-    assert rt is not None and isinstance(rt.provider, TracerProvider)
+def capture_spans(config: TracingConfig | None = None) -> InMemorySender:
+    """Set up tracing (``config``, default service ``test``) delivering to the returned sender."""
     sender = InMemorySender()
-    processor = InvocationSpanProcessor(
-        sender,
-        timeout_ms=flush_timeout_ms,
-        max_cooloff_ms=export_cooloff_ms,
-        max_queue_size=max_queue_size,
-    )
-    rt.provider.add_span_processor(processor)
-    rt.processor = processor
-    rt.flush = processor.flush
+    setup.setup_tracing(config or TracingConfig(service_name="test"), sender=sender)
     return sender
 
 
+def make_runtime(
+    sender: InMemorySender,
+    config: TracingConfig | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> runtime.Runtime:
+    """A runtime of its own (not installed) delivering to ``sender``, its pauses timed by
+    ``clock``; pass it to ``traced_handler(runtime=...)``."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    config = config or TracingConfig(service_name="test")
+    provider = TracerProvider(resource=setup.make_resource(config), shutdown_on_exit=False)
+    processor = setup.make_processor(config, sender, clock=clock)
+    provider.add_span_processor(processor)
+    return runtime.Runtime(
+        config,
+        provider.get_tracer(runtime.NAME, runtime.VERSION),
+        processor,
+        provider=provider,
+        watch=DeadlineWatch() if config.timeout_margin_ms > 0 else None,
+    )
+
+
+def delivery() -> runtime.Delivery:
+    """The installed runtime's delivery (its ``backoff`` and ``stats`` for assertions)."""
+    rt = runtime.current()
+    assert rt is not None, "setup_tracing() was not called"
+    return rt.delivery
+
+
 def reset_tracing() -> None:
-    """Uninstall tracing and forget the cold start, as in a new execution environment."""
+    """Uninstall tracing and forget all process state, as in a new execution environment:
+    the runtime and its deadline watcher, the cold start, the encoder and query caches,
+    log correlation, and the global tracer provider."""
     setup.shutdown_tracing()
     coldstart.reset()
-    # Let the next setup_tracing() install its provider as the global one again.
+    import sys
+
+    for module in ("tracing.otlp", "tracing.db"):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            loaded.reset_caches()
+    # OpenTelemetry has no public way back to "no provider set"; these are its globals.
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None

@@ -10,6 +10,7 @@ import json
 import sys
 import time
 
+from handlers import names as app_names
 from tests.lambda_events import LambdaContext, http_event
 from tracing import names, setup_tracing, traced, traced_handler
 
@@ -21,7 +22,7 @@ with traced(names.DSQL_CONNECT):
     time.sleep(0.002)
 
 
-@traced(names.SAVE_TODO)
+@traced(app_names.SAVE_TODO)
 def save() -> None:
     time.sleep(0.001)
 

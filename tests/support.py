@@ -1,0 +1,49 @@
+"""Test helpers: wait for a condition with a deadline, a clock tests move, a recording sender."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def eventually(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.01) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(interval)
+
+
+class FakeClock:
+    """A ``time.monotonic`` stand-in that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingSender:
+    """Wraps a sender and records the time budget of every export it is handed."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.timeouts: list[float] = []
+
+    def export(self, spans: Sequence[Any], timeout: float) -> None:
+        self.timeouts.append(timeout)
+        self.inner.export(spans, timeout)
+
+    def close(self) -> None:
+        self.inner.close()
