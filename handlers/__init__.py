@@ -12,3 +12,5 @@ A request travels through these modules in order:
 - :mod:`handlers.token`: the IAM auth token used as the password;
 - :mod:`handlers.schema`: the DSQL-compatible schema (``dsqltrace migrate``).
 """
+
+__all__ = []

@@ -23,6 +23,16 @@ from handlers.todos import NewTodo, Page, TodoChanges, encode_cursor, parse_id
 from tracing import traced_handler
 from tracing.spans import error_message
 
+__all__ = [
+    "READ_OPERATIONS",
+    "RETRY_AFTER_S",
+    "WRITE_OPERATIONS",
+    "TodoApi",
+    "build_handler",
+    "respond",
+]
+
+
 logger = logging.getLogger("handlers")
 
 #: Time kept back from the invocation's deadline to answer.

@@ -38,6 +38,15 @@ from tracing import current_span, names
 from tracing.db import DsqlConnection, TracedConnection
 from tracing.spans import error_message
 
+__all__ = [
+    "RETRYABLE_SQLSTATES",
+    "ConflictRetriesExhausted",
+    "Database",
+    "DatabaseUnavailable",
+    "Settings",
+]
+
+
 logger = logging.getLogger("handlers")
 
 T = TypeVar("T")

@@ -13,6 +13,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "MAX_BODY_BYTES",
+    "HttpError",
+    "Request",
+    "Response",
+    "Router",
+    "bad_request",
+    "error_response",
+    "parse_event",
+]
+
+
 MAX_BODY_BYTES = 64 * 1024
 
 

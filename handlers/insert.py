@@ -9,6 +9,9 @@ from handlers.database import Database
 from handlers.store import TodoStore
 from tracing import setup_tracing
 
+__all__ = ["database", "handler"]
+
+
 setup_tracing()
 
 database = Database.from_env()

@@ -12,6 +12,8 @@ from typing import Any
 
 from handlers.database import Database
 
+__all__ = ["engine_of", "migrate", "statements"]
+
 
 def statements(engine: str) -> list[str]:
     """The schema's statements for ``engine`` (``"dsql"`` or ``"postgres"``)."""

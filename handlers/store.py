@@ -19,6 +19,9 @@ from handlers.database import Database
 from handlers.todos import NewTodo, Page, Todo, TodoChanges
 from tracing import traced
 
+__all__ = ["TodoStore"]
+
+
 Connection = psycopg.Connection[Any]
 
 INSERT = (

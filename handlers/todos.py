@@ -12,6 +12,22 @@ from typing import Any
 
 from handlers.http import bad_request
 
+__all__ = [
+    "DESCRIPTION_MAX",
+    "LIMIT_DEFAULT",
+    "LIMIT_MAX",
+    "NAME_MAX",
+    "NewTodo",
+    "Page",
+    "Todo",
+    "TodoChanges",
+    "decode_cursor",
+    "encode_cursor",
+    "iso",
+    "parse_id",
+]
+
+
 NAME_MAX = 200
 DESCRIPTION_MAX = 2000
 LIMIT_DEFAULT = 10

@@ -27,6 +27,9 @@ from urllib.parse import quote
 
 from tracing import names, traced
 
+__all__ = ["TOKEN_LIFETIME_S", "TokenGenerator", "presign"]
+
+
 TOKEN_LIFETIME_S = 900
 _EMPTY_PAYLOAD = hashlib.sha256(b"").hexdigest()
 

@@ -47,3 +47,30 @@ class RecordingSender:
 
     def close(self) -> None:
         self.inner.close()
+
+
+async def eventually_async(
+    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.01
+) -> T:
+    """:func:`eventually` for asyncio code: the loop keeps running while it waits."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition}")
+        await asyncio.sleep(interval)
+
+
+def process_stopped(pid: int) -> bool:
+    """True when every thread of process ``pid`` is stopped (SIGSTOP: state ``T``)."""
+    from pathlib import Path
+
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        states.append(stat.rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(s in ("T", "t") for s in states)

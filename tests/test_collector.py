@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from dsqltrace.pg import free_port
 from tests.agent import ROOT
+from tests.support import eventually, eventually_async
 from tracing.otlp import OtlpHttpExporter
 
 
@@ -38,15 +39,14 @@ def collector(tmp_path: Path):
 
 
 def stored(out: Path, expected: int | None = None) -> list[dict]:
-    """The stored requests; waits (briefly) for ``expected`` of them: storing follows the answer."""
-    import time
+    """The stored requests; waits for ``expected`` of them first (storing follows the answer)."""
 
-    deadline = time.monotonic() + 5
-    while True:
-        lines = out.read_text().splitlines() if out.exists() else []
-        if expected is None or len(lines) >= expected or time.monotonic() > deadline:
-            return [json.loads(line) for line in lines]
-        time.sleep(0.02)
+    def lines() -> list[str]:
+        return out.read_text().splitlines() if out.exists() else []
+
+    if expected is not None:
+        eventually(lambda: len(lines()) >= expected, timeout=5)
+    return [json.loads(line) for line in lines()]
 
 
 def post(url: str, body: bytes, content_type: str, **headers: str) -> tuple[int, bytes, str]:
@@ -157,10 +157,10 @@ def test_json_bodies_and_protocol_errors(collector) -> None:
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(f"{url}/v1/traces", timeout=5)
     assert caught.value.code == 405
-    import time
-
-    time.sleep(0.2)  # storing follows the answers; nothing more may arrive
-    assert len(stored(out)) == 2
+    # A third good request is a barrier: once it is stored, anything the bad ones would have
+    # stored is too (requests are stored in order).
+    assert post(f"{url}/v1/traces", json.dumps(body).encode(), "application/json")[0] == 200
+    assert [r["request"] for r in stored(out, expected=3)] == [body, body, body]
 
 
 def test_requests_are_kept_until_idle_or_over_budget(tmp_path: Path, monkeypatch) -> None:
@@ -189,7 +189,7 @@ def test_requests_are_kept_until_idle_or_over_budget(tmp_path: Path, monkeypatch
         await asyncio.sleep(0)  # what is due at once runs (over budget)
         await asyncio.sleep(0.01)
         written_before_idle = len(out.read_text().splitlines())
-        await asyncio.sleep(module.IDLE_S * 2)
+        await eventually_async(lambda: len(out.read_text().splitlines()) >= count, timeout=5)
         written_after_idle = len(out.read_text().splitlines())
         collector.close()
         return written_before_idle, written_after_idle, collector.spans

@@ -221,3 +221,63 @@ def test_migrate_is_safe_to_run_twice(postgres) -> None:
 def test_unique_id_per_todo(insert) -> None:
     ids = {call(insert, "POST", "/todos", {"name": str(i)})["json"]["id"] for i in range(20)}
     assert len(ids) == 20 and all(uuid.UUID(i).version == 4 for i in ids)
+
+
+@pytest.mark.postgres
+def test_a_cursor_factory_of_ones_own_is_kept_and_traced(postgres, sink) -> None:
+    from tracing import coldstart
+    from tracing.db import AsyncTracedConnection, TracedConnection
+
+    coldstart.configure(enabled=False)
+    with TracedConnection.connect(
+        postgres.conninfo(), autocommit=True, cursor_factory=psycopg.ClientCursor
+    ) as conn:
+        cursor = conn.execute("SELECT %s::int AS n", (41,))
+        assert isinstance(cursor, psycopg.ClientCursor)
+        assert cursor.fetchone() == (41,)
+
+    async def run_async() -> None:
+        conn = await AsyncTracedConnection.connect(
+            postgres.conninfo(), autocommit=True, cursor_factory=psycopg.AsyncClientCursor
+        )
+        async with conn:
+            cursor = await conn.execute("SELECT 2")
+            assert isinstance(cursor, psycopg.AsyncClientCursor)
+
+    import asyncio
+
+    asyncio.run(run_async())
+    from tracing import runtime
+
+    runtime.current().delivery.flush()
+    queries = [
+        s for s in sink.spans if s.attributes.get(names.DD_OPERATION_NAME) == "postgresql.query"
+    ]
+    assert [s.attributes[names.DB_QUERY_TEXT] for s in queries] == [
+        "SELECT %s::int AS n",
+        "SELECT ?",
+    ]
+    # A plain connection's connect span is named for PostgreSQL, not for DSQL.
+    connects = [s.name for s in sink.spans if s.name.endswith(".connect")]
+    assert connects == [names.DB_CONNECT, names.DB_CONNECT]
+
+
+def test_connection_lifetimes_are_jittered_within_five_percent(dsql_env, sink) -> None:
+    from handlers.database import Database, Settings
+
+    settings = dataclasses.replace(Settings.from_env(), max_lifetime_s=1000.0)
+    lifetimes = []
+    for _ in range(12):
+        database = Database(settings)
+        database.connect()
+        lifetimes.append(database._lifetime_s)
+        database.close()
+    assert all(950.0 <= lifetime <= 1000.0 for lifetime in lifetimes)
+    assert len(set(lifetimes)) > 6  # not all renewed at the same moment
+    # And a connection past its (jittered) lifetime is replaced on the next use.
+    database = Database(dataclasses.replace(settings, max_lifetime_s=0.05))
+    first = database.connection()
+    pid = first.info.backend_pid
+    time.sleep(0.06)
+    assert database.connection().info.backend_pid != pid
+    database.close()

@@ -137,3 +137,45 @@ def test_both_exporters_give_datadog_the_same_names(agent: TestAgent) -> None:
     assert from_otlp == from_ddtrace
     assert ("aws.lambda", "POST /todos") in from_otlp
     json.dumps(from_otlp)  # plain data, for the failure message above
+
+
+def test_datadog_delivery_keeps_its_budget_against_an_agent_that_never_answers() -> None:
+    """ddtrace's own flush waits its agent timeout for each socket step; the delivery waits
+    only what it was given (the impending-timeout flush gets about 80 ms)."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    script = (
+        "import json, time\n"
+        "import tracing\n"
+        "from tracing import runtime\n"
+        "tracing.setup_tracing(tracing.TracingConfig(exporter='datadog'))\n"
+        "rt = runtime.current()\n"
+        "rt.tracer.start_span('x').end()\n"
+        "started = time.monotonic()\n"
+        "ok = rt.delivery.flush(0.08)\n"
+        "print(json.dumps({'ok': ok, 'waited': time.monotonic() - started}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DD_"))}
+    env.update(
+        {
+            "DD_TRACE_AGENT_URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+            "DD_TRACE_AGENT_TIMEOUT_SECONDS": "3",
+            "DSQLTRACE_FLUSH_TIMEOUT_MS": "3000",
+        }
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["ok"] is False  # not delivered within the budget, and said so
+    assert outcome["waited"] < 1.0  # far below the agent's 3 s timeout

@@ -16,6 +16,7 @@ import pytest
 from dsqltrace.app import ROOT
 from dsqltrace.emulator.function import FunctionConfig
 from dsqltrace.emulator.server import Emulator, Route
+from tests.support import eventually_async, process_stopped
 
 
 def run_emulator(
@@ -132,14 +133,14 @@ def test_timeout_is_502_and_the_environment_is_replaced() -> None:
         started = time.monotonic()
         response = await get(url)
         elapsed = time.monotonic() - started
-        await asyncio.sleep(0.2)
+        await eventually_async(lambda: not emulator.functions["fn"].environments, timeout=5)
         return response, elapsed, len(emulator.functions["fn"].environments)
 
     (response, elapsed, live), log = run_emulator(
         "tests.apps.emulated.slow", scenario, timeout_s=1.0, env={"SLOW_SECONDS": "10"}
     )
     assert response.status_code == 502
-    assert 0.9 < elapsed < 5
+    assert elapsed >= 0.9  # it waited for the deadline, not less
     assert "Task timed out after 1.00 seconds" in log
     assert live == 0
 
@@ -159,11 +160,16 @@ def test_environment_is_frozen_between_invocations(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
 
     async def scenario(url: str, emulator: Emulator) -> tuple[bool, bool]:
-        assert (await get(url)).status_code == 200
-        await asyncio.sleep(1.0)  # the thread would have written by now, were it running
+        response = await get(url)
+        assert response.status_code == 200
+        (env,) = emulator.functions["fn"].environments
+        await eventually_async(lambda: process_stopped(env.process.pid), timeout=5)
+        # The window in which the thread, due 0.3 s after the return, would have written.
+        await asyncio.sleep(0.6)
         written_while_frozen = marker.exists()
+        assert process_stopped(env.process.pid)
         assert (await get(url)).status_code == 200  # thaws: the first thread finishes now
-        await asyncio.sleep(0.2)
+        await eventually_async(marker.exists, timeout=5)
         return written_while_frozen, marker.exists()
 
     (while_frozen, after_thaw), _ = run_emulator(
@@ -177,7 +183,7 @@ def test_idle_environments_are_retired() -> None:
     async def scenario(url: str, emulator: Emulator) -> tuple[int, int]:
         await get(url)
         before = len(emulator.functions["fn"].environments)
-        await asyncio.sleep(2.5)
+        await eventually_async(lambda: not emulator.functions["fn"].environments, timeout=10)
         return before, len(emulator.functions["fn"].environments)
 
     (before, after), log = run_emulator("tests.apps.emulated.echo", scenario, idle_timeout_s=1.0)
@@ -209,21 +215,57 @@ def test_load_runner_signs_with_sigv4_and_the_url_sees_the_caller(monkeypatch) -
     assert region_of("https://abc123.lambda-url.eu-west-1.on.aws/") == "eu-west-1"
     assert region_of("http://127.0.0.1:3000") is None
 
-    async def scenario(url: str, emulator: Emulator):
-        return await run_load(
-            url,
-            url,
-            users=1,
-            duration_s=None,
-            requests=3,
-            mix=parse_mix("get=1"),
-            out=None,
-            sign="always",
-            progress=False,
-        )
+    seen: list = []
 
-    result, _ = run_emulator("tests.apps.emulated.echo", scenario)
-    assert result.requests == 3 and result.statuses == {200: 3}
+    async def capture() -> None:
+        from dsqltrace.httpserver import HttpResponse, bound_port, start
+
+        def answer(request):
+            seen.append(request)
+            return HttpResponse(201, b'{"id": "00000000-0000-0000-0000-000000000001"}')
+
+        server = await start(answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{bound_port(server)}"
+        try:
+            result = await run_load(
+                url,
+                url,
+                users=1,
+                duration_s=None,
+                requests=3,
+                mix=parse_mix("post=1"),
+                out=None,
+                sign="always",
+                progress=False,
+            )
+        finally:
+            server.close()
+        assert result.requests == 3
+
+    asyncio.run(capture())
+    # Every request run_load sent carries a SigV4 signature that verifies (service lambda).
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    assert len(seen) == 3
+    for request in seen:
+        authorization = request.headers["authorization"]
+        assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIASIGNEDLOADTEST00/")
+        assert "/us-east-1/lambda/aws4_request" in authorization
+        signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+        again = AWSRequest(
+            method=request.method,
+            url=f"http://{request.headers['host']}{request.target}",
+            data=request.body,
+            headers={k: request.headers[k] for k in signed},
+        )
+        again.context["timestamp"] = request.headers["x-amz-date"]
+        auth = SigV4Auth(
+            Credentials("AKIASIGNEDLOADTEST00", "signing-secret"), "lambda", "us-east-1"
+        )
+        expected = auth.signature(auth.string_to_sign(again, auth.canonical_request(again)), again)
+        assert authorization.endswith(f"Signature={expected}")
 
     captured: list[dict] = []
 

@@ -366,24 +366,25 @@ def test_impending_timeout_ends_and_sends_the_span_before_the_deadline(
     sink: InMemorySender,
 ) -> None:
     delivered_while_running = []
+    slept_until = []
 
     @traced_handler
     def handler(event, context):
         time.sleep(0.45)  # past the deadline: Lambda would stop the function now
+        slept_until.append(time.time_ns())
         delivered_while_running.append(len(sink.spans))
         return {"statusCode": 200}
 
     context = LambdaContext(deadline_ms=int(time.time() * 1000) + 300)
-    started = time.monotonic()
     handler(http_event(), context)
     root = next(s for s in sink.spans if s.kind is SpanKind.SERVER)
     assert delivered_while_running[0] >= 1  # delivered by the watcher, not by the return
     assert root.status.status_code is StatusCode.ERROR
     assert root.attributes[names.ERROR_TYPE] == "timeout"
-    # Ended at the deadline minus the 100 ms margin, not when the handler returned.
-    assert (root.end_time - root.start_time) / 1e9 < 0.3
+    # Ended by the watcher at the deadline less the margin, before the handler was done.
+    assert root.end_time < slept_until[0]
+    assert root.end_time <= context.deadline_ms * 1_000_000
     assert len([s for s in sink.spans if s.kind is SpanKind.SERVER]) == 1  # not sent twice
-    assert time.monotonic() - started < 1.0
 
 
 def test_no_timeout_span_when_the_handler_finishes_in_time(sink: InMemorySender) -> None:
@@ -404,3 +405,22 @@ def test_no_timeout_span_when_the_handler_finishes_in_time(sink: InMemorySender)
     assert len(roots) == 3
     assert all(r.status.status_code is StatusCode.UNSET for r in roots)
     assert all(names.ERROR_TYPE not in r.attributes for r in roots)
+
+
+def test_resource_id_names_the_version_not_the_alias(
+    sink: InMemorySender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "7")
+    handler = make_handler()
+    for qualifier in ("live", "canary"):
+        handler(http_event(), LambdaContext(invoked_function_arn=f"{FUNCTION_ARN}:{qualifier}"))
+    handler(http_event(), LambdaContext(invoked_function_arn=f"{FUNCTION_ARN}:7"))
+    handler(http_event(), LambdaContext())  # unqualified
+    roots = [s for s in sink.spans if s.kind is SpanKind.SERVER]
+    assert [r.attributes[names.CLOUD_RESOURCE_ID] for r in roots] == [
+        f"{FUNCTION_ARN}:7",
+        f"{FUNCTION_ARN}:7",
+        f"{FUNCTION_ARN}:7",
+        FUNCTION_ARN,
+    ]
+    assert [r.attributes.get(names.INVOKED_ALIAS) for r in roots] == ["live", "canary", None, None]

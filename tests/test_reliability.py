@@ -98,7 +98,7 @@ def test_collector_faults_cost_nothing_and_spans_flow_again(stack, fault) -> Non
             spans = [s for s in stack.spans() if s.start_ns > recovered_at]
             if spans:
                 break
-            time.sleep(0.2)
+            time.sleep(0.2)  # a few more requests every 0.2 s until spans arrive
     record(
         f"collector {fault}",
         requests=len(faulty) + len(failures),
@@ -108,7 +108,9 @@ def test_collector_faults_cost_nothing_and_spans_flow_again(stack, fault) -> Non
         recovered=bool(spans),
     )
     assert failures == [], failures
-    assert added_p99 <= 1.0, (fault, p99(after), p99(healthy), sorted(after)[-6:])
+    # Behaviour, not a figure (the added p99 is one, in `make reliability`): after the first
+    # failed export no invocation waits a full flush timeout again; at most a 50 ms probe.
+    assert max(after, default=0.0) < 250.0, (fault, sorted(after)[-6:])
     assert spans, "spans did not flow again after the collector came back"
 
 
@@ -139,9 +141,9 @@ def test_database_stopped_during_load(stack) -> None:
     threads = [threading.Thread(target=user, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
-    time.sleep(2)
+    time.sleep(2)  # load runs: the fault comes in the middle of it (not a synchronisation)
     stack.postgres.stop("fast")
-    time.sleep(2)
+    time.sleep(2)  # the database stays down for 2 s of load
     stack.postgres.start()
     restarted = time.monotonic()
     for t in threads:
@@ -241,7 +243,8 @@ def test_occ_storm(stack) -> None:
             assert response.json()["error"]["code"] == "conflict"
     spans = stack.wait_for_spans(
         lambda s: (
-            sum(1 for x in s if x.name == app_names.UPDATE_TODO and x.start_ns > since) >= len(results)
+            sum(1 for x in s if x.name == app_names.UPDATE_TODO and x.start_ns > since)
+            >= len(results)
         )
     )
     updates = [s for s in spans if s.name == app_names.UPDATE_TODO and s.start_ns > since]
@@ -304,9 +307,18 @@ def test_impending_timeout_span_is_sent_before_the_function_is_stopped() -> None
 
 
 def test_secrets_never_leave_the_functions(stack) -> None:
+    # Traffic of its own down every path, so that the search does not depend on the rest of
+    # the suite having run: writes (token path), reads (password path), errors, 404s.
     with httpx.Client(base_url=stack.url, timeout=30) as client:
-        call(client, "GET", "/todos")  # the password path, once more
-        call(client, "POST", "/todos", content=b"{broken")  # an error path
+        for i in range(60):
+            created = call(client, "POST", "/todos", json={"name": f"secret search {i}"})
+            call(client, "GET", f"/todos/{created.json()['id']}")
+            call(client, "PATCH", f"/todos/{created.json()['id']}", json={"completed": True})
+            call(client, "GET", "/todos?limit=50")
+        call(client, "POST", "/todos", content=b"{broken")
+        call(client, "GET", f"/todos/{uuid.uuid4()}")
+        call(client, "DELETE", "/todos/not-a-uuid")
+    stack.wait_for_spans(lambda s: len(s) > 600, timeout=10)
     text = "\n".join(SEEN)
     text += stack.spans_file.read_text()
     text += (stack.folder / "emulator.log").read_text()

@@ -180,7 +180,10 @@ class InvocationSpanProcessor(SpanProcessor):
         ctx = span.context
         if ctx is None or not ctx.trace_flags.sampled:
             return
-        size = estimated_size(span)
+        try:
+            size = estimated_size(span)
+        except Exception:  # a span that cannot be measured is still kept (and counted)
+            size = 1024
         with self._lock:
             queue = self._queue
             queue.append((span, size))

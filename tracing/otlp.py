@@ -330,10 +330,14 @@ def _resolve(host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
         if ip.version == 4:
             return [(socket.AF_INET, (host, port))]
         return [(socket.AF_INET6, (host, port, 0, 0))]
-    found: list[list[tuple[Any, ...]]] = []
+    found: list[list[tuple[Any, ...]] | OSError] = []
 
     def lookup() -> None:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            found.append(exc)
+            return
         found.append([(info[0], info[4]) for info in infos])
 
     worker = threading.Thread(target=lookup, name="tracing-resolve", daemon=True)
@@ -341,6 +345,8 @@ def _resolve(host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
     worker.join(_remaining(deadline))
     if not found:
         raise TimeoutError(f"could not resolve {host} within the flush timeout")
+    if isinstance(found[0], OSError):
+        raise found[0]
     return found[0]
 
 
@@ -362,24 +368,34 @@ class _Connection:
     def _connect(self, deadline: float) -> socket.socket:
         if self._addresses is None:
             self._addresses = _resolve(self._host, self._port, deadline)
+        sock = self._tcp(self._addresses, deadline)
+        if self._tls is None:
+            return sock
+        try:
+            tls = self._tls.wrap_socket(
+                sock, server_hostname=self._host, do_handshake_on_connect=False
+            )
+            tls.settimeout(_remaining(deadline))
+            tls.do_handshake()
+        except BaseException:
+            sock.close()
+            raise
+        return tls
+
+    def _tcp(self, addresses: list[tuple[Any, ...]], deadline: float) -> socket.socket:
+        """A TCP connection to the first address that takes one; all within the deadline."""
         error: OSError | None = None
-        for family, address in self._addresses:
+        for family, address in addresses:
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 sock.settimeout(_remaining(deadline))
                 sock.connect(address)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self._tls is not None:
-                    sock = self._tls.wrap_socket(
-                        sock, server_hostname=self._host, do_handshake_on_connect=False
-                    )
-                    sock.settimeout(_remaining(deadline))
-                    sock.do_handshake()
                 return sock
-            except OSError as exc:  # refused, unreachable, timed out, TLS failure
+            except OSError as exc:  # refused, unreachable, timed out
                 sock.close()
                 error = exc
-                if isinstance(exc, TimeoutError) or deadline <= time.monotonic():
+                if isinstance(exc, TimeoutError):
                     break
         self._addresses = None  # resolve again next time
         raise error or ConnectionError(f"no address for {self._host}")

@@ -75,8 +75,8 @@ def _from_traceparent(headers: Mapping[str, str]) -> SpanContext | None:
         return None
     state = None
     raw_state = _header(headers, "tracestate")
-    if raw_state:
-        state = TraceState.from_header([raw_state[:4096]])
+    if raw_state and len(raw_state) <= 512:  # W3C: vendors may drop a longer one
+        state = TraceState.from_header([raw_state])
     return SpanContext(
         trace_id,
         span_id,
@@ -97,11 +97,12 @@ def _from_datadog(headers: Mapping[str, str]) -> SpanContext | None:
         if key.strip() == "_dd.p.tid" and len(value) == 16 and _HEX.issuperset(value):
             high = int(value, 16)
     priority = _header(headers, "x-datadog-sampling-priority")
-    digits = priority.removeprefix("-")
-    if digits and len(digits) <= 4 and digits.isascii() and digits.isdigit():
+    sampled = True  # absent: keep the trace
+    if priority:
+        digits = priority.removeprefix("-")
+        if not (len(digits) <= 4 and digits.isascii() and digits.isdigit()):
+            return None  # malformed: the whole context is ignored
         sampled = int(priority) > 0
-    else:
-        sampled = True  # absent or malformed: keep the trace
     return SpanContext(
         (high << 64) | low,
         span_id,
