@@ -2,8 +2,10 @@
 
     python -m bench.reliability        # or: make reliability
 
-It runs ``tests/test_reliability.py`` and ``tests/test_fuzz.py`` (real
-emulator, collector and PostgreSQL processes) with ``DSQLTRACE_FIGURES`` set,
+It runs ``tests/test_reliability.py``, ``tests/test_fuzz.py`` (real
+emulator, collector and PostgreSQL processes) and ``tests/test_hostile.py``
+(hostile input and delivery edge cases, against loopback servers and
+PostgreSQL) with ``DSQLTRACE_FIGURES`` set,
 so the figures are the ones the assertions were made on, and writes
 ``bench/results/reliability.md``.
 """
@@ -36,6 +38,7 @@ def run_suites() -> tuple[list[dict], int]:
             "no:cacheprovider",
             "tests/test_reliability.py",
             "tests/test_fuzz.py",
+            "tests/test_hostile.py",
         ],
         cwd=ROOT,
         env=env,
@@ -46,7 +49,8 @@ def run_suites() -> tuple[list[dict], int]:
 
 
 def table(rows: list[dict], passed: bool) -> str:
-    faults = [r for r in rows if r["scenario"] not in ("fuzz", "secrets")]
+    hostile = [r for r in rows if r["scenario"].startswith("hostile: ")]
+    faults = [r for r in rows if r["scenario"] not in ("fuzz", "secrets") and r not in hostile]
     fuzz = next((r for r in rows if r["scenario"] == "fuzz"), {})
     secrets = next((r for r in rows if r["scenario"] == "secrets"), {})
     requests_under_fault = sum(r.get("requests", 0) for r in faults)
@@ -70,9 +74,15 @@ def table(rows: list[dict], passed: bool) -> str:
         "|---|---|",
     ]
     for row in faults:
-        detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in row.items() if k != "scenario")
-        lines.append(f"| {row['scenario']} | {detail} |")
+        lines.append(f"| {row['scenario']} | {_detail(row)} |")
+    lines += ["", "| hostile input or edge case | what was measured |", "|---|---|"]
+    for row in hostile:
+        lines.append(f"| {row['scenario'].removeprefix('hostile: ')} | {_detail(row)} |")
     return "\n".join(lines)
+
+
+def _detail(row: dict) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in row.items() if k != "scenario")
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -37,6 +38,21 @@ from tracing.otlp import ExportError, OtlpHttpExporter, encode_request
 from tracing.testing import InMemorySender, capture_spans
 
 LOGGER = "dsql-lambda-tracing"
+#: Cases tried per class, written as reliability figures when the module ends.
+CASES: dict[str, dict[str, int]] = {}
+
+
+def count(kind: str, **figures: int) -> None:
+    entry = CASES.setdefault(kind, {})
+    for key, value in figures.items():
+        entry[key] = entry.get(key, 0) + value
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _figures() -> Iterator[None]:
+    yield
+    for kind, figures in CASES.items():
+        record(f"hostile: {kind}", **figures)
 
 
 def sdk_spans(count: int = 3, **attributes: object) -> list:
@@ -164,8 +180,11 @@ def test_an_export_never_outlasts_its_timeout(tls, scheme, serve) -> None:
     assert "timed out" in str(error) or "flush timeout" in str(error)
     assert elapsed < 1.5, elapsed
     record(
-        "export bound",
-        transport=f"{scheme} {serve.__name__}",
+        "hostile: export bound",
+        collector={
+            "_drip": f"{scheme}, one byte per 100 ms",
+            "_silent": f"{scheme}, TLS handshake never answered",
+        }[serve.__name__],
         timeout_ms=300,
         took_ms=round(elapsed * 1000),
     )
@@ -211,6 +230,9 @@ def test_a_retry_after_a_stale_connection_gets_only_what_is_left() -> None:
         server.close()
     assert error is not None and server.connections == 2  # it did retry, once
     assert elapsed < 1.6, elapsed  # a fresh full timeout for the retry would take 2 s
+    record(
+        "hostile: retry after a stale connection", timeout_ms=1000, took_ms=round(elapsed * 1000)
+    )
 
 
 def test_a_collector_on_an_unresolvable_name_fails_within_the_timeout() -> None:
@@ -274,7 +296,13 @@ def test_a_backlog_is_delivered_in_bounded_batches_and_nothing_is_lost() -> None
     assert batches[0] <= 64
     # No flush starts a batch after half its time: at most two 80 ms batches in 250 ms.
     assert max(per_flush) == 2
-    record("backlog", kept=2000, flushes_to_drain=len(per_flush), largest_batch=max(batches))
+    record(
+        "hostile: backlog after an outage",
+        kept=2000,
+        lost=2000 + 3 * len(per_flush) - sum(batches),
+        flushes_to_drain=len(per_flush),
+        largest_batch=max(batches),
+    )
 
 
 def test_encoding_counts_against_the_deadline_and_keeps_the_spans() -> None:
@@ -291,6 +319,13 @@ def test_the_queue_is_bounded_in_bytes() -> None:
     assert processor.pending_bytes() <= 1024 * 1024
     assert 100 < processor.pending() < 2048
     assert processor.stats.dropped == 2048 - processor.pending()
+    record(
+        "hostile: 8 KB attributes while the collector is down",
+        spans=2048,
+        kept=processor.pending(),
+        kept_bytes=processor.pending_bytes(),
+        byte_limit=1024 * 1024,
+    )
 
 
 # --- 4: unencodable values ---------------------------------------------------------------
@@ -326,6 +361,7 @@ def test_any_attribute_value_encodes_into_a_valid_request(name, event, values) -
     decoded.ParseFromString(encode_request([*memory.get_finished_spans(), *good]))
     out = [s for r in decoded.resource_spans for ss in r.scope_spans for s in ss.spans]
     assert len(out) == 2  # the hostile span, and the good one beside it
+    count("unencodable values", cases=1, spans_lost=2 - len(out))
     for kv in out[0].attributes:
         value = values.get(kv.key) if kv.key in values else None
         if isinstance(value, bool) or value is None:
@@ -402,6 +438,7 @@ def test_one_span_that_cannot_be_encoded_never_holds_back_the_others() -> None:
         server.close()
     assert len(delivered) == 5
     assert exporter.unencodable == 5
+    record("hostile: poison span among good ones", exports=5, poison_dropped=5, good_delivered=20)
     assert processor.stats.exported == 20 and processor.pending() == 0
 
 
@@ -510,6 +547,7 @@ def test_every_invocation_is_traced_and_its_outcome_passes_unchanged(
         assert not trace.get_current_span().get_span_context().is_valid  # nothing leaked
     servers = [s for s in sink.spans if s.kind is SpanKind.SERVER]
     assert len(servers) == len(events)
+    count("hostile invocations", cases=len(events), untraced=len(events) - len(servers))
     for span in servers:
         assert span.end_time is not None
         assert span.parent is None or span.parent.is_remote  # never a leaked local parent
@@ -643,6 +681,7 @@ def test_redaction_agrees_with_postgresqls_own_parser(postgres, parts, data) -> 
     columns = ", ".join(f"{lit}{comment}" for lit, comment in parts)
     statement = f"SELECT {columns}, 1 AS {alias}"
     redacted = redact_sql(statement)
+    count("statements checked against PostgreSQL", cases=1, secrets_left=redacted.count(_SECRET))
     assert _SECRET not in redacted
     with psycopg.connect(postgres.conninfo(), autocommit=True) as conn:
         original = conn.execute(statement.replace("%", "%%"))
@@ -701,3 +740,22 @@ def test_a_constraint_violation_leaves_no_row_value_in_spans_or_logs(postgres, c
     assert failed.attributes[names.DB_RESPONSE_STATUS_CODE] == "23505"
     assert failed.attributes[names.DB_ERROR_CONSTRAINT] == f"{table}_email"
     assert "23505" in failed.status.description
+
+
+def test_a_context_leaked_before_the_invocation_never_becomes_its_parent(sink) -> None:
+    from opentelemetry import context as otel_context
+
+    leaked = trace.get_tracer("user").start_span("never ended")
+    token = otel_context.attach(trace.set_span_in_context(leaked))  # and never detached
+    try:
+
+        @traced_handler
+        def handler(event, context):
+            return {"statusCode": 200}
+
+        handler(http_event(), LambdaContext())
+        handler(http_event(), LambdaContext())
+    finally:
+        otel_context.detach(token)
+    servers = [s for s in sink.spans if s.kind is SpanKind.SERVER]
+    assert len(servers) == 2 and all(s.parent is None for s in servers)
