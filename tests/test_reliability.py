@@ -274,15 +274,21 @@ def test_every_span_arrives_despite_freezes(stack) -> None:
         lambda s: sum(1 for x in s if x.is_root and x.start_ns > since) >= 40
     )
     roots = [s for s in spans if s.is_root and s.start_ns > since]
-    ends = {r["request_id"]: r["end_ns"] for r in stack.invocations()}
-    late = [r for r in roots if r.received_ns > ends[str(r.attributes["faas.invocation_id"])]]
+    records = {r["request_id"]: r for r in stack.invocations()}
+    of = {str(r.attributes["faas.invocation_id"]): r for r in roots}
+    # Late: received after the environment froze (the runtime's and the extension's next).
+    late = [r for rid, r in of.items() if r.received_ns > records[rid]["done_ns"]]
+    # After the response: the caller did not wait for them.
+    after_response = [r for rid, r in of.items() if r.received_ns > records[rid]["response_ns"]]
     record(
         "freeze between invocations",
         requests=40,
         spans_missing=40 - len(roots),
         spans_late=len(late),
+        delivered_after_the_response=len(after_response),
     )
     assert len(roots) == 40 and late == []
+    assert len(after_response) == 40
 
 
 def test_impending_timeout_span_is_sent_before_the_function_is_stopped() -> None:

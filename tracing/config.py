@@ -30,6 +30,11 @@ Datadog unified service tagging: ``DD_SERVICE``, ``DD_ENV``, ``DD_VERSION``.
 
 This toolkit:
 
+- ``DSQLTRACE_DELIVERY``: when spans are delivered (see :mod:`tracing.delivery`):
+  ``after-response`` (the default in Lambda: an internal extension delivers after
+  the response, before the freeze), ``inline`` (before the handler returns; the
+  default elsewhere) or ``periodic,<ms>`` (at most once per ``<ms>``, or when a
+  batch is full).
 - ``DSQLTRACE_FLUSH_TIMEOUT_MS``: the most one delivery may take, on any
   transport: connect, TLS, encoding, send, answer and retries together (default 250).
 - ``DSQLTRACE_EXPORT_COOLOFF_MS``: the longest pause after failed exports
@@ -173,6 +178,16 @@ def _endpoint(value: object, variable: str) -> str:
     return url
 
 
+def _delivery(value: object, variable: str) -> str:
+    text = str(value).strip().lower().replace(" ", "")
+    if text in ("auto", "inline", "after-response"):
+        return text
+    kind, _, interval = text.partition(",")
+    if kind == "periodic" and interval.isascii() and interval.isdigit() and int(interval) > 0:
+        return text
+    raise ValueError(value)
+
+
 def _headers(value: object, variable: str) -> Mapping[str, str]:
     if isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
@@ -253,6 +268,12 @@ class TracingConfig:
     )
     sampler_ratio: float = _setting(
         1.0, "OTEL_TRACES_SAMPLER_ARG", parse=_ratio, doc="ratio of the ``traceidratio`` samplers"
+    )
+    delivery: str = _setting(
+        "auto",
+        "DSQLTRACE_DELIVERY",
+        parse=_delivery,
+        doc="``after-response`` (Lambda's default), ``inline`` (elsewhere), ``periodic,<ms>``",
     )
     flush_timeout_ms: int = _setting(
         250,

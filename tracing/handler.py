@@ -1,4 +1,4 @@
-"""``traced_handler``: one SERVER span per invocation, delivered before the handler returns.
+"""``traced_handler``: one SERVER span per invocation, delivered as :mod:`tracing.delivery` says.
 
 For Function URL and API Gateway HTTP API (payload 2.0) events the span is
 named ``"{METHOD} {route}"`` and carries the OpenTelemetry ``faas.*``,
@@ -26,8 +26,9 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util import types
 
-from tracing import coldstart, names, propagation, runtime, setup
+from tracing import coldstart, names, propagation, setup
 from tracing.runtime import Runtime, logger
+from tracing.runtime import current as current_runtime
 from tracing.spans import record_error
 
 __all__ = ["RouteTable", "traced_handler"]
@@ -98,6 +99,9 @@ def traced_handler(
             return fn
         if explicit is None:
             setup.setup_tracing()
+        rt = explicit or current_runtime()
+        if rt is not None:
+            rt.wrapped_handlers += 1  # the extension then waits for this handler's spans
         coldstart.mark_ready()
 
         @functools.wraps(fn)
@@ -120,28 +124,33 @@ def traced_handler(
 
 
 class _Invocation:
-    __slots__ = ("done", "lock", "rt", "span", "token")
+    __slots__ = ("done", "lock", "request_id", "rt", "span", "token")
 
-    def __init__(self, rt: Runtime, span: trace.Span, token: object) -> None:
+    def __init__(self, rt: Runtime, span: trace.Span, token: object, request_id: str | None):
         self.rt = rt
         self.span = span
         self.token = token
+        self.request_id = request_id
         self.done = False
         self.lock = threading.Lock()
+
+    def expire(self) -> None:
+        """End the span as timed out (the invocation is about to be stopped), unless done."""
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+        span = self.span
+        span.set_attribute(names.ERROR_TYPE, "timeout")
+        span.set_status(
+            Status(StatusCode.ERROR, "impending timeout: the invocation reached its deadline")
+        )
+        span.end()
 
 
 def _impending_timeout(invocation: _Invocation, margin_s: float) -> None:
     """Runs on the watcher thread when the invocation is about to be stopped."""
-    with invocation.lock:
-        if invocation.done:
-            return
-        invocation.done = True
-    span = invocation.span
-    span.set_attribute(names.ERROR_TYPE, "timeout")
-    span.set_status(
-        Status(StatusCode.ERROR, "impending timeout: the invocation reached its deadline")
-    )
-    span.end()
+    invocation.expire()
     invocation.rt.delivery.flush(margin_s * 0.8)
 
 
@@ -161,7 +170,7 @@ def _remaining_s(context: Any) -> float | None:
 def _start(
     event: Any, context: Any, table: RouteTable, explicit: Runtime | None
 ) -> _Invocation | None:
-    rt = explicit or runtime.current()
+    rt = explicit or current_runtime()
     if rt is None or rt.config.disabled:
         return None
     try:
@@ -185,11 +194,21 @@ def _start(
     except Exception as exc:
         logger.warning("tracing: could not start the invocation span: %s", exc)
         return None
-    invocation = _Invocation(rt, span, otel_context.attach(trace.set_span_in_context(span)))
+    request_id = attributes.get(names.FAAS_INVOCATION_ID)
+    invocation = _Invocation(
+        rt,
+        span,
+        otel_context.attach(trace.set_span_in_context(span)),
+        request_id if isinstance(request_id, str) else None,
+    )
     try:
+        mode = rt.mode
+        if mode is not None:
+            mode.started(invocation.request_id, invocation.expire)
         margin = rt.config.timeout_margin_ms / 1000.0
         remaining = _remaining_s(context)
-        if rt.watch is not None and remaining is not None:
+        watched = mode is not None and mode.watches_deadline
+        if rt.watch is not None and remaining is not None and not watched:
             deadline = time.monotonic() + remaining - margin
             rt.watch.arm(deadline, lambda: _impending_timeout(invocation, margin))
         if first is not None:
@@ -226,9 +245,12 @@ def _finish(invocation: _Invocation, result: Any, exc: BaseException | None) -> 
     finally:
         otel_context.detach(invocation.token)  # type: ignore[arg-type]
     try:
-        rt.delivery.flush()
+        if rt.mode is not None:
+            rt.mode.ended(invocation.request_id)
+        else:
+            rt.delivery.flush()
     except Exception as err:
-        logger.warning("tracing: flush failed: %s", err)
+        logger.warning("tracing: delivery failed: %s", err)
 
 
 def _status_code(result: Any) -> int | None:

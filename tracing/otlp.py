@@ -21,11 +21,7 @@ keep-alive connection.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import ssl
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -35,8 +31,11 @@ from urllib.parse import urlsplit
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tracing.runtime import logger
+from tracing.transport import HttpConnection, NotConnected, StaleConnection
 
 if TYPE_CHECKING:
+    import ssl
+
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -302,173 +301,6 @@ class ExportError(Exception):
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
 
-class _StaleConnection(ConnectionError):
-    """A kept-alive connection turned out closed before any answer was read."""
-
-
-class _NotConnected(ConnectionError):
-    """No connection could be made (nothing was sent): the spans may be sent again."""
-
-
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError("no answer within the flush timeout")
-    return remaining
-
-
-def _resolve(host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
-    """The addresses of ``host``, within the deadline (name resolution has no timeout of
-    its own, so a name that is not an address is resolved on a helper thread)."""
-    if host == "localhost":
-        return [(socket.AF_INET, ("127.0.0.1", port)), (socket.AF_INET6, ("::1", port, 0, 0))]
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        if ip.version == 4:
-            return [(socket.AF_INET, (host, port))]
-        return [(socket.AF_INET6, (host, port, 0, 0))]
-    found: list[list[tuple[Any, ...]] | OSError] = []
-
-    def lookup() -> None:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            found.append(exc)
-            return
-        found.append([(info[0], info[4]) for info in infos])
-
-    worker = threading.Thread(target=lookup, name="tracing-resolve", daemon=True)
-    worker.start()
-    worker.join(_remaining(deadline))
-    if not found:
-        raise TimeoutError(f"could not resolve {host} within the flush timeout")
-    if isinstance(found[0], OSError):
-        raise found[0]
-    return found[0]
-
-
-class _Connection:
-    """HTTP/1.1 over one kept-alive socket (TLS when ``tls`` is given), with one deadline.
-
-    Every blocking step waits at most until the deadline: each socket call is
-    given the time that is left, so a collector that answers one byte at a time
-    cannot stretch an export.
-    """
-
-    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
-        self._host = host
-        self._port = port
-        self._tls = tls
-        self._addresses: list[tuple[Any, ...]] | None = None
-        self._sock: socket.socket | None = None
-
-    def _connect(self, deadline: float) -> socket.socket:
-        if self._addresses is None:
-            self._addresses = _resolve(self._host, self._port, deadline)
-        sock = self._tcp(self._addresses, deadline)
-        if self._tls is None:
-            return sock
-        try:
-            tls = self._tls.wrap_socket(
-                sock, server_hostname=self._host, do_handshake_on_connect=False
-            )
-            tls.settimeout(_remaining(deadline))
-            tls.do_handshake()
-        except BaseException:
-            sock.close()
-            raise
-        return tls
-
-    def _tcp(self, addresses: list[tuple[Any, ...]], deadline: float) -> socket.socket:
-        """A TCP connection to the first address that takes one; all within the deadline."""
-        error: OSError | None = None
-        for family, address in addresses:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(_remaining(deadline))
-                sock.connect(address)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return sock
-            except OSError as exc:  # refused, unreachable, timed out
-                sock.close()
-                error = exc
-                if isinstance(exc, TimeoutError):
-                    break
-        self._addresses = None  # resolve again next time
-        raise error or ConnectionError(f"no address for {self._host}")
-
-    def post(self, request: bytes, deadline: float) -> int:
-        """Send one request, read its answer; the HTTP status."""
-        sock = self._sock
-        reused = sock is not None
-        if sock is None:
-            try:
-                sock = self._sock = self._connect(deadline)
-            except OSError as exc:
-                raise _NotConnected(f"{type(exc).__name__}: {exc}") from None
-        try:
-            try:
-                view = memoryview(request)
-                while view:
-                    sock.settimeout(_remaining(deadline))
-                    sent = sock.send(view)
-                    view = view[sent:]
-                data = self._recv(sock, deadline, reused)
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                if reused:
-                    raise _StaleConnection(str(exc)) from None
-                raise
-            while b"\r\n\r\n" not in data:
-                data += self._recv(sock, deadline, False)
-                if len(data) > 65536:
-                    raise ConnectionError("collector sent an oversized answer head")
-            header_block, _, rest = data.partition(b"\r\n\r\n")
-            lines = header_block.split(b"\r\n")
-            status = int(lines[0].split(b" ", 2)[1])
-            fields = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                fields[name.strip().lower()] = value.strip().lower()
-            if b"content-length" in fields:
-                remaining = int(fields[b"content-length"]) - len(rest)
-                while remaining > 0:
-                    remaining -= len(self._recv(sock, deadline, False))
-            elif fields.get(b"transfer-encoding") == b"chunked":
-                while not rest.endswith(b"0\r\n\r\n"):
-                    rest += self._recv(sock, deadline, False)
-                    rest = rest[-16:]
-            else:  # the body runs until the server closes the connection
-                while self._recv(sock, deadline, False, eof_ok=True):
-                    pass
-                self.close()
-            if fields.get(b"connection") == b"close":
-                self.close()
-            return status
-        except BaseException:
-            self.close()
-            raise
-
-    @staticmethod
-    def _recv(
-        sock: socket.socket, deadline: float, first_on_reused: bool, eof_ok: bool = False
-    ) -> bytes:
-        sock.settimeout(_remaining(deadline))
-        chunk = sock.recv(65536)
-        if not chunk and not eof_ok:
-            if first_on_reused:
-                raise _StaleConnection("kept-alive connection closed by the collector")
-            raise ConnectionError("collector closed the connection mid-answer")
-        return chunk
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-
 class OtlpHttpExporter:
     """Sends encoded spans to an OTLP/HTTP endpoint over one keep-alive connection.
 
@@ -501,8 +333,12 @@ class OtlpHttpExporter:
             f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
         ).encode("latin-1")
-        tls = (tls_context or ssl.create_default_context()) if https else None
-        self._conn = _Connection(self._host, self._port, tls)
+        tls = None
+        if https:
+            import ssl
+
+            tls = tls_context or ssl.create_default_context()
+        self._conn = HttpConnection(self._host, self._port, tls)
         self._cache = _Cache()
         #: Spans left out because they could not be encoded.
         self.unencodable = 0
@@ -527,14 +363,14 @@ class OtlpHttpExporter:
         request = self._head_prefix + b"Content-Length: %d\r\n\r\n" % len(body) + body
         try:
             try:
-                status = self._conn.post(request, deadline)
-            except _StaleConnection:
+                status = self._conn.request(request, deadline).status
+            except StaleConnection:
                 # Closed by the collector while we were frozen: one fresh connection,
                 # within what is left of the same deadline.
-                status = self._conn.post(request, deadline)
-        except _NotConnected as exc:
+                status = self._conn.request(request, deadline).status
+        except NotConnected as exc:
             raise ExportError(str(exc), retryable=True) from None
-        except _StaleConnection as exc:
+        except StaleConnection as exc:
             self.close()
             raise ExportError(f"{type(exc).__name__}: {exc}", retryable=True) from None
         except Exception as exc:

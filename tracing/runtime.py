@@ -17,6 +17,7 @@ from opentelemetry import trace
 if TYPE_CHECKING:
     from tracing.config import TracingConfig
     from tracing.deadline import DeadlineWatch
+    from tracing.delivery import DeliveryMode
 
 __all__ = [
     "NAME",
@@ -67,17 +68,23 @@ class NoDelivery:
 
 @dataclass
 class Runtime:
-    """What :func:`tracing.setup_tracing` made: the tracer, how its spans are delivered,
-    and the watcher that ends an invocation's span before Lambda's deadline."""
+    """What :func:`tracing.setup_tracing` made: the tracer, how its spans are delivered
+    (``delivery``) and when (``mode``), and the watcher that ends an invocation's span
+    before Lambda's deadline where the mode does not."""
 
     config: TracingConfig
     tracer: trace.Tracer
     delivery: Delivery = field(default_factory=NoDelivery)
     provider: trace.TracerProvider | None = None
     watch: DeadlineWatch | None = None
+    mode: DeliveryMode | None = None
+    #: How many handlers ``traced_handler`` wrapped with this runtime.
+    wrapped_handlers: int = 0
 
     def close(self) -> None:
-        """Deliver what is pending, release the connection, stop the watcher."""
+        """Deliver what is pending, release the connection, stop the watcher and the mode."""
+        if self.mode is not None:
+            self.mode.close()
         if self.watch is not None:
             self.watch.stop()
         self.delivery.shutdown()

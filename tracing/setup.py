@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.sampling import Sampler
 
+    from tracing.delivery import DeliveryMode
     from tracing.export import InvocationSpanProcessor, SpanSender
 
 __all__ = [
@@ -65,10 +66,24 @@ def setup_tracing(
         return config
     if config.timeout_margin_ms > 0:
         rt.watch = DeadlineWatch()
+    rt.mode = _mode(config, rt)
     runtime.install(rt)
     if config.log_correlation:
         logs.install()
     return config
+
+
+def _mode(config: TracingConfig, rt: Runtime) -> DeliveryMode:
+    from tracing.delivery import Inline, choose
+
+    if isinstance(rt.delivery, NoDelivery):
+        return Inline(rt.delivery)
+    return choose(
+        config.delivery,
+        rt.delivery,
+        margin_s=config.timeout_margin_ms / 1000.0,
+        wrapped=lambda: rt.wrapped_handlers > 0,
+    )
 
 
 def shutdown_tracing() -> None:

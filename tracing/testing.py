@@ -70,12 +70,15 @@ def make_runtime(
     provider = TracerProvider(resource=setup.make_resource(config), shutdown_on_exit=False)
     processor = setup.make_processor(config, sender, clock=clock)
     provider.add_span_processor(processor)
+    from tracing.delivery import Inline
+
     return runtime.Runtime(
         config,
         provider.get_tracer(runtime.NAME, runtime.VERSION),
         processor,
         provider=provider,
         watch=DeadlineWatch() if config.timeout_margin_ms > 0 else None,
+        mode=Inline(processor),
     )
 
 

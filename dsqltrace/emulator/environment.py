@@ -1,13 +1,23 @@
-"""One execution environment: a process of the real ``awslambdaric``, its Runtime API, its freezes.
+"""One execution environment: a process of the real ``awslambdaric``, its APIs, its freezes.
 
 The process is started with the variables Lambda sets (``AWS_LAMBDA_*``,
-``_HANDLER``, ``AWS_LAMBDA_RUNTIME_API``...) and talks to a Runtime API that
-this environment serves on its own loopback port:
-``/2018-06-01/runtime/invocation/next``, ``.../{id}/response``,
-``.../{id}/error`` and ``/2018-06-01/runtime/init/error``.  As in Lambda, the
-environment is frozen (SIGSTOP to its process group) as soon as its response
-is in, and thawed (SIGCONT) when its next invocation is assigned, so nothing
-runs between invocations.
+``_HANDLER``, ``AWS_LAMBDA_RUNTIME_API``...) and talks to the APIs that this
+environment serves on its own loopback port:
+
+- the Runtime API: ``/2018-06-01/runtime/invocation/next``,
+  ``.../{id}/response``, ``.../{id}/error``, ``/2018-06-01/runtime/init/error``;
+- the Extensions API: ``/2020-01-01/extension/register`` (accepted during init
+  only, before the runtime's first ``next``), ``.../event/next`` (``INVOKE``
+  events with ``requestId``, ``deadlineMs``, ``invokedFunctionArn``,
+  ``tracing``), ``.../init/error`` and ``.../exit/error``.
+
+As in Lambda: the caller gets the response as soon as the runtime posts it;
+the environment is frozen (SIGSTOP to its process group) only once the
+runtime *and every registered extension* have called ``next``, and takes no
+new invocation before then; the time from the response to the last ``next``
+is the post-runtime extension duration.  It is thawed (SIGCONT) for its next
+invocation.  At shutdown an environment with an extension gets SIGTERM and
+500 ms before SIGKILL; one without gets SIGKILL.
 """
 
 from __future__ import annotations
@@ -24,9 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsqltrace.emulator.limits import EnvironmentLimits
 from dsqltrace.httpserver import HttpRequest, HttpResponse, bound_port, start
 
 API = "/2018-06-01/runtime"
+EXTENSIONS = "/2020-01-01/extension"
+#: What Lambda gives the runtime between SIGTERM and SIGKILL with internal extensions only.
+SHUTDOWN_GRACE_S = 0.5
 
 
 @dataclass
@@ -39,8 +53,15 @@ class Invocation:
     function_arn: str
     trace_id: str
     outcome: asyncio.Future[tuple[str, bytes]] = field(repr=False, default=None)  # type: ignore[assignment]
+    #: Set when the runtime and every extension have called ``next`` after the response.
+    finished: asyncio.Future[None] = field(repr=False, default=None)  # type: ignore[assignment]
     cold: bool = False
     environment: str = ""
+    arrival_ns: int = 0
+    assigned_ns: int = 0
+    delivered_ns: int = 0
+    response_ns: int = 0
+    done_ns: int = 0
 
     @classmethod
     def new(cls, event: bytes, timeout_s: float, function_arn: str) -> Invocation:
@@ -55,12 +76,49 @@ class Invocation:
             function_arn=function_arn,
             trace_id=trace,
         )
-        inv.outcome = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        inv.outcome = loop.create_future()
+        inv.finished = loop.create_future()
+        inv.arrival_ns = time.time_ns()
         return inv
 
     def settle(self, kind: str, payload: bytes = b"") -> None:
         if not self.outcome.done():
+            self.response_ns = time.time_ns()
             self.outcome.set_result((kind, payload))
+
+    def finish(self) -> None:
+        if not self.finished.done():
+            self.done_ns = time.time_ns()
+            self.finished.set_result(None)
+
+    def invoke_event(self) -> bytes:
+        """The ``INVOKE`` event extensions receive."""
+        import json
+
+        return json.dumps(
+            {
+                "eventType": "INVOKE",
+                "deadlineMs": self.deadline_ms,
+                "requestId": self.request_id,
+                "invokedFunctionArn": self.function_arn,
+                "tracing": {"type": "X-Amzn-Trace-Id", "value": self.trace_id},
+            }
+        ).encode()
+
+
+@dataclass
+class _Extension:
+    """A registered extension: its events, and whether it is waiting in ``event/next``."""
+
+    name: str
+    events: list[bytes] = field(default_factory=list)
+    waiter: asyncio.Future[None] | None = None
+    waiting: bool = False
+    #: The request id of the last invocation it was told of, and whether it called
+    #: ``next`` since (done with it).
+    told: str = ""
+    done: bool = True
 
 
 def _request_id() -> str:
@@ -81,6 +139,7 @@ class Environment:
         cwd: Path,
         log: Callable[[str], None],
         freeze: bool = True,
+        limits: EnvironmentLimits | None = None,
     ) -> None:
         self.name = name
         self.handler = handler
@@ -101,6 +160,10 @@ class Environment:
         self.process: asyncio.subprocess.Process | None = None
         self._on_dead: list[Callable[[Environment], None]] = []
         self._tasks: list[asyncio.Future[None]] = []
+        self.limits = limits
+        self.extensions: dict[str, _Extension] = {}
+        self._runtime_waiting = False
+        self._runtime_called_next = False
 
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -118,6 +181,7 @@ class Environment:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=self.limits.enter if self.limits is not None else None,
         )
         self._tasks = [
             asyncio.ensure_future(self._pump_output()),
@@ -139,18 +203,26 @@ class Environment:
             self._log(f"[{self.name}] runtime process exited with code {code}")
         self._die("crash")
 
-    def _die(self, kind: str) -> None:
+    def _die(self, kind: str, *, release: bool = True) -> None:
+        """Mark the environment dead; ``release`` answers the pending ``next`` calls (a
+        shutdown does not: Lambda stops the process instead, as :meth:`stop` does)."""
         if self.state == "dead":
             return
         self.state = "dead"
         if self._current is not None:
             self._current.settle(kind)
-        if self._next_waiter is not None and not self._next_waiter.done():
-            self._next_waiter.cancel()  # the runtime's pending /next will never be answered
+        if release:
+            self._release_waiters()
         if self._server is not None:
             self._server.close()
         for callback in self._on_dead:
             callback(self)
+
+    def _release_waiters(self) -> None:
+        waiters = [self._next_waiter] + [e.waiter for e in self.extensions.values()]
+        for waiter in waiters:
+            if waiter is not None and not waiter.done():
+                waiter.cancel()  # a pending next that will never be answered
 
     def _signal(self, sig: int) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -158,7 +230,7 @@ class Environment:
                 os.killpg(self.process.pid, sig)
 
     def freeze(self) -> None:
-        if self._freeze and not self.frozen and self.state == "idle":
+        if self._freeze and not self.frozen and self.state == "idle" and self._current is None:
             self._signal(signal.SIGSTOP)
             self.frozen = True
 
@@ -168,16 +240,23 @@ class Environment:
             self.frozen = False
 
     async def stop(self) -> None:
-        """End the environment: thaw, SIGTERM, then SIGKILL if it lingers."""
-        self._die("shutdown")
+        """End the environment as Lambda does: with an extension registered, thaw, SIGTERM,
+        then SIGKILL after 500 ms; without one, SIGKILL."""
+        graceful = bool(self.extensions)
+        self._die("shutdown", release=False)
         self.thaw()
-        self._signal(signal.SIGTERM)
         if self.process is not None:
-            try:
-                await asyncio.wait_for(self.process.wait(), 5)
-            except TimeoutError:
-                self._signal(signal.SIGKILL)
-                await self.process.wait()
+            if graceful:
+                self._signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(self.process.wait(), SHUTDOWN_GRACE_S)
+                except TimeoutError:
+                    self._log(f"[{self.name}] still running {SHUTDOWN_GRACE_S} s after SIGTERM")
+            self._signal(signal.SIGKILL)
+            await self.process.wait()
+        self._release_waiters()
+        if self.limits is not None:
+            self.limits.remove()
 
     def kill(self, reason: str) -> None:
         """End the environment at once (a timeout: Lambda discards the environment)."""
@@ -185,6 +264,14 @@ class Environment:
         self._die("timeout")
         self.thaw()
         self._signal(signal.SIGKILL)
+        if self.limits is not None and self.process is not None:
+            limits = self.limits
+
+            async def remove_after_exit(process: asyncio.subprocess.Process) -> None:
+                await process.wait()
+                limits.remove()
+
+            self._tasks.append(asyncio.ensure_future(remove_after_exit(self.process)))
 
     # --- invocations -----------------------------------------------------------
     def assign(self, invocation: Invocation) -> None:
@@ -192,24 +279,58 @@ class Environment:
         self._current = invocation
         self._delivered = False
         invocation.environment = self.name
+        invocation.assigned_ns = time.time_ns()
         self.state = "busy"
         self.invocations += 1
         self.thaw()
         if self._next_waiter is not None and not self._next_waiter.done():
             self._next_waiter.set_result(None)
 
-    def _finish(self, invocation: Invocation, kind: str, payload: bytes) -> None:
+    def _tell_extensions(self, invocation: Invocation) -> None:
+        """The ``INVOKE`` event, to every extension, as the runtime gets the invocation."""
+        event = invocation.invoke_event()
+        for extension in self.extensions.values():
+            extension.events.append(event)
+            extension.told = invocation.request_id
+            extension.done = False
+            if extension.waiter is not None and not extension.waiter.done():
+                extension.waiter.set_result(None)
+
+    def _respond(self, invocation: Invocation, kind: str, payload: bytes) -> None:
+        """The runtime posted the outcome: the caller has it now."""
         invocation.settle(kind, payload)
-        if self._current is invocation:
-            self._current = None
-        if self.state == "busy":
-            self.state = "idle"
-            self.last_used = time.monotonic()
-            asyncio.get_running_loop().call_soon(self.freeze)
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        """Idle (and frozen) once the runtime and every extension have called ``next``."""
+        current = self._current
+        if current is None or self.state != "busy" or not current.outcome.done():
+            return
+        if not self._runtime_waiting:
+            return
+        if not all(e.waiting and e.done for e in self.extensions.values()):
+            return
+        self._current = None
+        self.state = "idle"
+        self.last_used = time.monotonic()
+        current.finish()
+        asyncio.get_running_loop().call_soon(self.freeze)
+
+    def _maybe_init_done(self) -> None:
+        if self.init_done_ns is not None or not self._runtime_waiting:
+            return
+        if all(e.waiting for e in self.extensions.values()):
+            self.init_done_ns = time.time_ns()
+            if self.limits is not None:
+                self.limits.throttle()  # init had its burst; from now on, memory's share
+            if self._next_waiter is not None and not self._next_waiter.done():
+                self._next_waiter.set_result(None)
 
     # --- Runtime API -----------------------------------------------------------
     def _runtime_api(self, request: HttpRequest) -> HttpResponse | Any:
         path = request.path
+        if path.startswith(EXTENSIONS):
+            return self._extensions_api(request, path[len(EXTENSIONS) :])
         if request.method == "GET" and path == f"{API}/invocation/next":
             return self._next()
         if request.method == "POST" and path == f"{API}/init/error":
@@ -229,20 +350,92 @@ class Environment:
                         f"[{self.name}] invocation error {error_type}: "
                         f"{request.body.decode('utf-8', 'replace')[:2000]}"
                     )
-                self._finish(current, parts[1], request.body)
+                self._respond(current, parts[1], request.body)
                 return HttpResponse(202, b'{"status":"OK"}')
         return HttpResponse(404)
 
+    # --- Extensions API --------------------------------------------------------
+    def _extensions_api(self, request: HttpRequest, path: str) -> HttpResponse | Any:
+        if request.method == "POST" and path == "/register":
+            return self._register(request)
+        extension = self.extensions.get(request.headers.get("lambda-extension-identifier", ""))
+        if extension is None:
+            return _error(403, "Extension.UnknownExtensionIdentifier", "unknown extension id")
+        if request.method == "GET" and path == "/event/next":
+            return self._extension_next(extension)
+        if request.method == "POST" and path in ("/init/error", "/exit/error"):
+            kind = request.headers.get("lambda-extension-function-error-type", "")
+            self._log(f"[{self.name}] extension {extension.name} {path[1:]}: {kind}")
+            self._die("init_error" if path == "/init/error" else "crash")
+            self._signal(signal.SIGKILL)
+            return HttpResponse(202, b'{"status":"OK"}')
+        return HttpResponse(404)
+
+    def _register(self, request: HttpRequest) -> HttpResponse:
+        import json
+
+        name = request.headers.get("lambda-extension-name", "")
+        if self._runtime_called_next or self.state == "dead":
+            return _error(
+                403, "Extension.InvalidStateTransition", "extensions register during init only"
+            )
+        if not name or any(e.name == name for e in self.extensions.values()):
+            return _error(409, "Extension.AlreadyRegistered", f"cannot register {name!r}")
+        try:
+            events = json.loads(request.body or b"{}").get("events", [])
+        except (ValueError, AttributeError):
+            return _error(400, "InvalidRequestFormat", "the body is not a JSON object")
+        if any(e not in ("INVOKE", "SHUTDOWN") for e in events):
+            return _error(400, "Extension.InvalidEvent", f"unknown events {events!r}")
+        extension_id = secrets.token_hex(16)
+        self.extensions[extension_id] = _Extension(name)
+        body = json.dumps(
+            {"functionName": self._env.get("AWS_LAMBDA_FUNCTION_NAME", ""), "handler": self.handler}
+        ).encode()
+        return HttpResponse(
+            200,
+            body,
+            [("Content-Type", "application/json"), ("Lambda-Extension-Identifier", extension_id)],
+        )
+
+    async def _extension_next(self, extension: _Extension) -> HttpResponse:
+        extension.waiting = True
+        extension.done = True  # it has called next since it was told of the invocation
+        self._maybe_init_done()
+        self._maybe_done()
+        try:
+            while not extension.events:
+                if self.state == "dead":
+                    return _error(503, "Extension.Shutdown", "environment is shutting down")
+                extension.waiter = asyncio.get_running_loop().create_future()
+                await extension.waiter
+        finally:
+            extension.waiting = False
+        return HttpResponse(
+            200,
+            extension.events.pop(0),
+            [("Content-Type", "application/json"), ("Lambda-Extension-Event-Identifier", "1")],
+        )
+
+    # --- the runtime's next ------------------------------------------------------
     async def _next(self) -> HttpResponse:
-        if self.init_done_ns is None:
-            self.init_done_ns = time.time_ns()
-        while self._current is None or self._delivered:
-            if self.state == "dead":
-                return HttpResponse(503, b'{"errorMessage":"environment is shutting down"}')
-            self._next_waiter = asyncio.get_running_loop().create_future()
-            await self._next_waiter
+        self._runtime_called_next = True
+        self._runtime_waiting = True
+        self._maybe_init_done()
+        self._maybe_done()
+        try:
+            # No invocation before init is over: the runtime and every extension waiting.
+            while self._current is None or self._delivered or self.init_done_ns is None:
+                if self.state == "dead":
+                    return HttpResponse(503, b'{"errorMessage":"environment is shutting down"}')
+                self._next_waiter = asyncio.get_running_loop().create_future()
+                await self._next_waiter
+        finally:
+            self._runtime_waiting = False
         invocation = self._current
         self._delivered = True
+        invocation.delivered_ns = time.time_ns()
+        self._tell_extensions(invocation)
         return HttpResponse(
             200,
             invocation.event,
@@ -256,6 +449,13 @@ class Environment:
         )
 
 
+def _error(status: int, kind: str, message: str) -> HttpResponse:
+    import json
+
+    body = json.dumps({"errorMessage": message, "errorType": kind}).encode()
+    return HttpResponse(status, body, [("Content-Type", "application/json")])
+
+
 def lambda_environment(
     *,
     function_name: str,
@@ -263,6 +463,7 @@ def lambda_environment(
     memory_mb: int,
     region: str,
     environment_name: str,
+    runtime: str = "python3.13",
     extra: dict[str, str],
     task_root: Path,
 ) -> dict[str, str]:
@@ -276,7 +477,9 @@ def lambda_environment(
         "PYTHONUNBUFFERED": "1",
         "LAMBDA_TASK_ROOT": str(task_root),
         "_HANDLER": handler,
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
+        # The runtime awslambdaric is told it is (its thread-polling mode for 3.12+), whatever
+        # interpreter runs it here.
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
         "AWS_LAMBDA_FUNCTION_NAME": function_name,
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),

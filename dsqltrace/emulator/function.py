@@ -1,22 +1,32 @@
 """A function's execution environments: reuse, cold starts, a concurrency limit, deadlines.
 
 As in Lambda: one invocation at a time per environment; an idle environment
-is reused; when all are busy a new one is created (a cold start) up to
+is reused (one whose extensions are still working after the response is not
+idle yet); when all are busy a new one is created (a cold start) up to
 ``max_environments``, beyond which the invocation is throttled (429); an
-environment idle for ``idle_timeout_s`` is retired; an invocation that runs
-past its deadline ends its environment.
+environment idle for ``idle_timeout_s`` is retired; an invocation whose
+invoke phase (post-response extension work included) runs past its deadline
+ends its environment.  Each environment runs with memory's share of CPU and
+its memory limit where :mod:`dsqltrace.emulator.limits` can apply them.
+
+Every invocation leaves a record like Lambda's REPORT line (duration,
+billed duration, init duration, post-runtime extension duration, max memory
+used) and the times the caller's latency is made of: arrival, assignment to
+a free or new environment, handed to the runtime, response, last ``next``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsqltrace.emulator import limits as cgroups
 from dsqltrace.emulator.environment import Environment, Invocation, lambda_environment
 
 
@@ -33,6 +43,11 @@ class FunctionConfig:
     idle_timeout_s: float | None = None
     region: str = "us-east-1"
     account_id: str = "123456789012"
+    #: Give each environment memory's share of CPU and the memory limit (where possible).
+    limit_cpu: bool = True
+    #: The Lambda runtime emulated (``AWS_EXECUTION_ENV``); the CDK stack's.  With 3.12+
+    #: awslambdaric waits for invocations on a thread, so SIGTERM reaches Python code.
+    runtime: str = "python3.13"
 
     @property
     def arn(self) -> str:
@@ -69,25 +84,37 @@ class Function:
         self.environments: list[Environment] = []
         self.created = 0
         self._retire_task: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Future[None]] = set()
+        self.limited = False
+        if config.limit_cpu:
+            reason = cgroups.unavailable()
+            if reason is None:
+                self.limited = True
+            else:
+                log(
+                    f"[{config.name}] warning: no CPU or memory limits ({reason}); "
+                    "environments run unthrottled"
+                )
 
     def start(self) -> None:
         if self.config.idle_timeout_s:
             self._retire_task = asyncio.ensure_future(self._retire_idle())
 
     async def invoke(self, event: dict[str, Any]) -> Outcome:
-        """Run one invocation to its end (response, error, timeout...)."""
+        """Run one invocation until its response (error, timeout...); the invoke phase may go
+        on after it (extensions), and its record is written when that ends."""
         payload = json.dumps(event).encode()
         invocation = Invocation.new(payload, self.config.timeout_s, self.config.arn)
-        started = time.time_ns()
         env = next((e for e in self.environments if e.state == "idle"), None)
         if env is None:
             live = [e for e in self.environments if e.state != "dead"]
             if len(live) >= self.config.max_environments:
-                self._record_invocation(invocation, started, "throttled", None)
+                self._record_invocation(invocation, "throttled", None)
                 return Outcome("throttled", b"", None)
             env = await self._new_environment()
             invocation.cold = True
         env.assign(invocation)
+        deadline = time.monotonic() + self.config.timeout_s
         try:
             kind, body = await asyncio.wait_for(
                 asyncio.shield(invocation.outcome), self.config.timeout_s
@@ -95,8 +122,31 @@ class Function:
         except TimeoutError:
             env.kill(f"Task timed out after {self.config.timeout_s:.2f} seconds")
             kind, body = "timeout", b""
-        self._record_invocation(invocation, started, kind, env)
+        if kind in ("response", "error"):
+            task = asyncio.ensure_future(self._complete(invocation, env, kind, deadline))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+        else:
+            self._record_invocation(invocation, kind, env)
         return Outcome(kind, body, invocation)
+
+    async def _complete(
+        self, invocation: Invocation, env: Environment, kind: str, deadline: float
+    ) -> None:
+        """Wait for the runtime's and the extensions' ``next``, then write the record."""
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(invocation.finished), max(0.0, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            env.kill(
+                f"Task timed out after {self.config.timeout_s:.2f} seconds "
+                "(extensions still running after the response)"
+            )
+            kind = "timeout"
+        except asyncio.CancelledError:
+            kind = "shutdown"
+        self._record_invocation(invocation, kind, env)
 
     async def _new_environment(self) -> Environment:
         self.created += 1
@@ -108,6 +158,7 @@ class Function:
                 function_name=self.config.name,
                 handler=self.config.handler,
                 memory_mb=self.config.memory_mb,
+                runtime=self.config.runtime,
                 region=self.config.region,
                 environment_name=f"{self.created:032x}",
                 extra=self.config.env,
@@ -116,6 +167,7 @@ class Function:
             cwd=self._task_root,
             log=self._log,
             freeze=self._freeze,
+            limits=cgroups.EnvironmentLimits(name, self.config.memory_mb) if self.limited else None,
         )
         self.environments.append(env)
         env.on_dead(self._forget)
@@ -135,21 +187,44 @@ class Function:
             self.environments.remove(env)
 
     def _record_invocation(
-        self, invocation: Invocation, started: int, kind: str, env: Environment | None
+        self, invocation: Invocation, kind: str, env: Environment | None
     ) -> None:
+        now = time.time_ns()
         record: dict[str, Any] = {
             "record": "invocation",
             "function": self.config.name,
             "request_id": invocation.request_id,
             "environment": env.name if env else None,
             "cold": invocation.cold,
-            "start_ns": started,
-            "end_ns": time.time_ns(),
+            "start_ns": invocation.arrival_ns,
+            "end_ns": invocation.response_ns or now,
             "outcome": kind,
+            "memory_mb": self.config.memory_mb,
+            "cpu_limited": bool(env is not None and env.limits is not None),
         }
+        for stamp in ("assigned_ns", "delivered_ns", "response_ns", "done_ns"):
+            value = getattr(invocation, stamp)
+            if value:
+                record[stamp] = value
         if invocation.cold and env is not None and env.init_done_ns is not None:
             record["init_ms"] = (env.init_done_ns - env.created_ns) / 1e6
+        if invocation.assigned_ns and invocation.response_ns:
+            start = max(invocation.assigned_ns, env.init_done_ns or 0) if env else 0
+            end = invocation.done_ns or invocation.response_ns
+            duration = (end - start) / 1e6
+            record["duration_ms"] = round(duration, 3)
+            record["billed_ms"] = math.ceil(duration)
+            if invocation.done_ns:
+                record["post_runtime_ms"] = round(
+                    (invocation.done_ns - invocation.response_ns) / 1e6, 3
+                )
+        if env is not None and env.limits is not None:
+            used = env.limits.max_memory_mb()
+            if used is not None:
+                record["max_memory_mb"] = round(used)
         self._record(record)
+        if "duration_ms" in record:
+            self._log(_report_line(record))
 
     async def _retire_idle(self) -> None:
         timeout = self.config.idle_timeout_s
@@ -163,6 +238,28 @@ class Function:
                     await env.stop()
 
     async def stop(self) -> None:
+        """Let invocations in flight finish their invoke phase, then shut every environment
+        down (SIGTERM first where an extension is registered)."""
         if self._retire_task is not None:
             self._retire_task.cancel()
+        if self._finishing:
+            await asyncio.wait(list(self._finishing), timeout=min(self.config.timeout_s, 10.0))
         await asyncio.gather(*(env.stop() for env in list(self.environments)))
+        for task in list(self._finishing):
+            task.cancel()
+
+
+def _report_line(record: dict[str, Any]) -> str:
+    """The record as Lambda's REPORT line (with the post-runtime extension duration)."""
+    line = (
+        f"[{record['environment']}] REPORT RequestId: {record['request_id']}\t"
+        f"Duration: {record['duration_ms']:.2f} ms\tBilled Duration: {record['billed_ms']} ms\t"
+        f"Memory Size: {record['memory_mb']} MB"
+    )
+    if "max_memory_mb" in record:
+        line += f"\tMax Memory Used: {record['max_memory_mb']} MB"
+    if "init_ms" in record:
+        line += f"\tInit Duration: {record['init_ms']:.2f} ms"
+    if "post_runtime_ms" in record:
+        line += f"\tPostRuntimeExtensionsDuration: {record['post_runtime_ms']:.2f} ms"
+    return line

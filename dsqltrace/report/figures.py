@@ -98,9 +98,11 @@ def compute(run: Run) -> dict[str, Any]:
     phase_names = sorted({k for p in phases for k in p})
     phase_table = {name: stats([p[name] for p in phases if name in p]) for name in phase_names}
 
-    # Late and lost spans: against the emulator's record of each invocation.
+    # Late and lost spans: against the emulator's record of each invocation.  Late is after
+    # the environment froze: the last ``next`` of the runtime and its extensions (``done_ns``),
+    # which is the response itself when no extension delivers after it.
     ends = {
-        i["request_id"]: i["end_ns"]
+        i["request_id"]: i.get("done_ns") or i["end_ns"]
         for i in run.invocations
         if i.get("outcome") in ("response", "error")
     }

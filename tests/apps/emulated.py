@@ -56,3 +56,17 @@ def background(event, context):
 
     threading.Thread(target=later, daemon=True).start()
     return {"statusCode": 200, "body": "started"}
+
+
+def traced(event, context):
+    """The same echo, wrapped by the toolkit (its delivery settings come from the environment)."""
+    return _traced_echo(event, context)
+
+
+def _make_traced():
+    from tracing import traced_handler
+
+    return traced_handler(lambda event, context: {"statusCode": 200, "body": "traced"})
+
+
+_traced_echo = _make_traced() if os.environ.get("EMULATED_TRACED") else None

@@ -1,0 +1,117 @@
+"""A client of Lambda's Extensions API, for the toolkit's internal extension.
+
+An internal extension is a thread in the runtime process.  It registers for
+``INVOKE`` during init, before the runtime's first ``next``; Lambda then
+freezes the environment only once the runtime *and* the extension have
+called ``next``, and it sends the function's response as soon as the runtime
+posts it.  So spans delivered between the two reach the collector after the
+caller has its answer and before the freeze (see :mod:`tracing.delivery`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tracing.transport import HttpConnection
+
+__all__ = ["EXTENSIONS_API", "ExtensionClient", "ExtensionError", "InvokeEvent"]
+
+EXTENSIONS_API = "/2020-01-01/extension"
+
+
+class ExtensionError(Exception):
+    """The Extensions API refused, failed or was too slow."""
+
+
+@dataclass(frozen=True)
+class InvokeEvent:
+    """An ``INVOKE`` event: which invocation, and when Lambda stops it."""
+
+    request_id: str
+    deadline_ms: int
+
+    def deadline(self) -> float:
+        """The deadline as a ``time.monotonic()`` value."""
+        return time.monotonic() + self.deadline_ms / 1000.0 - time.time()
+
+
+class ExtensionClient:
+    """Registers one extension and waits for its events, on ``AWS_LAMBDA_RUNTIME_API``."""
+
+    def __init__(self, runtime_api: str) -> None:
+        host, _, port = runtime_api.rpartition(":")
+        if not host or not port.isdigit():
+            raise ExtensionError(f"AWS_LAMBDA_RUNTIME_API is not host:port: {runtime_api!r}")
+        self._host_header = runtime_api
+        self._register = HttpConnection(host, int(port))
+        self._events = HttpConnection(host, int(port))
+        self.extension_id: str | None = None
+
+    def _request(
+        self,
+        conn: HttpConnection,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        deadline: float | None,
+    ) -> tuple[int, dict[bytes, bytes], bytes]:
+        head = f"{method} {EXTENSIONS_API}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        try:
+            answer = conn.request(head.encode("latin-1") + body, deadline)
+        except OSError as exc:
+            raise ExtensionError(f"{type(exc).__name__}: {exc}") from None
+        return answer.status, answer.fields, answer.body
+
+    def register(self, name: str, *, timeout: float) -> str:
+        """Register for ``INVOKE`` events within ``timeout`` seconds; the extension id."""
+        status, fields, body = self._request(
+            self._register,
+            "POST",
+            "/register",
+            {"Lambda-Extension-Name": name, "Content-Type": "application/json"},
+            b'{"events":["INVOKE"]}',
+            time.monotonic() + timeout,
+        )
+        self._register.close()
+        extension_id = fields.get(b"lambda-extension-identifier", b"").decode("latin-1")
+        if status != 200 or not extension_id:
+            raise ExtensionError(f"registration refused: HTTP {status} {_error_type(body)}")
+        self.extension_id = extension_id
+        return extension_id
+
+    def next_event(self) -> InvokeEvent | None:
+        """Block until the next event; an ``INVOKE`` one, or None for any other."""
+        assert self.extension_id is not None, "register first"
+        status, _, body = self._request(
+            self._events,
+            "GET",
+            "/event/next",
+            {"Lambda-Extension-Identifier": self.extension_id},
+            b"",
+            None,
+        )
+        if status != 200:
+            raise ExtensionError(f"event/next answered HTTP {status} {_error_type(body)}")
+        event: Any = json.loads(body)
+        if not isinstance(event, dict) or event.get("eventType") != "INVOKE":
+            return None
+        return InvokeEvent(str(event.get("requestId", "")), int(event.get("deadlineMs", 0)))
+
+    def close(self) -> None:
+        """Close both connections; a blocked :meth:`next_event` raises."""
+        self._register.close()
+        self._events.close()
+
+
+def _error_type(body: bytes) -> str:
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return ""
+    return str(decoded.get("errorType", "")) if isinstance(decoded, dict) else ""
