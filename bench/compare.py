@@ -247,7 +247,7 @@ def under_load(users_list: list[int], seconds: float, rounds: int) -> list[dict]
     for users in users_list:
         for r in range(rounds):
             for traced in (False, True) if r % 2 == 0 else (True, False):
-                row = _load_run(users, traced, seconds)
+                row = load_run(users, traced, seconds)
                 row["round"] = r
                 rows.append(row)
                 print(
@@ -258,7 +258,8 @@ def under_load(users_list: list[int], seconds: float, rounds: int) -> list[dict]
     return rows
 
 
-def _load_run(users: int, traced: bool, seconds: float) -> dict:
+def load_run(users: int, traced: bool, seconds: float) -> dict:
+    """One load run of the Todo API in `dsqltrace serve` (256 MB, CPU-limited as in Lambda)."""
     from bench import cpu
     from dsqltrace.demo import _stop, start_services
     from dsqltrace.load import LoadResult, parse_mix, run_load

@@ -5,7 +5,10 @@ answers in microseconds; the project's collector (Python, asyncio, validating
 and storing every request) answers later, and that difference is part of the
 warm figures measured against it.
 
-    python -m bench.receiver PORT      # prints "listening", then on SIGTERM: "requests N bytes B"
+    python -m bench.receiver PORT [DELAY_MS]   # "listening"; on SIGTERM: "requests N bytes B"
+
+With ``DELAY_MS`` it waits that long before each answer: a receiver that
+decodes or forwards before it answers.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 _ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
 counts = {"requests": 0, "bytes": 0}
+delay_s = 0.0
 
 
 def _connection(conn: socket.socket) -> None:
@@ -39,12 +44,17 @@ def _connection(conn: socket.socket) -> None:
                     return
                 rest += data
             buffer = rest[length:]
+            if delay_s:
+                time.sleep(delay_s)
             conn.sendall(_ANSWER)
             counts["requests"] += 1
             counts["bytes"] += length
 
 
 def main() -> int:
+    global delay_s
+    if len(sys.argv) > 2:
+        delay_s = int(sys.argv[2]) / 1000
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", int(sys.argv[1])))

@@ -44,17 +44,23 @@ def todo_functions(
     timeout_s: float = 30.0,
     max_environments: int = 32,
     idle_timeout_s: float | None = None,
+    limit_cpu: bool = True,
 ) -> list[FunctionConfig]:
-    common = {
-        "memory_mb": memory_mb,
-        "timeout_s": timeout_s,
-        "env": env,
-        "max_environments": max_environments,
-        "idle_timeout_s": idle_timeout_s,
-    }
     return [
-        FunctionConfig(INSERT_FUNCTION, "handlers.insert.handler", **common),  # type: ignore[arg-type]
-        FunctionConfig(SELECT_FUNCTION, "handlers.select.handler", **common),  # type: ignore[arg-type]
+        FunctionConfig(
+            name,
+            handler,
+            memory_mb=memory_mb,
+            timeout_s=timeout_s,
+            env=env,
+            max_environments=max_environments,
+            idle_timeout_s=idle_timeout_s,
+            limit_cpu=limit_cpu,
+        )
+        for name, handler in (
+            (INSERT_FUNCTION, "handlers.insert.handler"),
+            (SELECT_FUNCTION, "handlers.select.handler"),
+        )
     ]
 
 

@@ -65,10 +65,12 @@ def start_services(
     *,
     traced: bool = True,
     max_environments: int | None = None,
+    memory_mb: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> str:
     """Start the collector (if ``traced``) and ``dsqltrace serve`` on free ports, writing into
     ``folder``; appends them to ``processes`` and returns the Function URL."""
-    env = dict(env)
+    env = {**env, **(extra_env or {})}
     if traced:
         collector_port = free_port()
         processes.append(
@@ -103,6 +105,8 @@ def start_services(
     ]
     if max_environments is not None:
         command += ["--max-environments", str(max_environments)]
+    if memory_mb is not None:
+        command += ["--memory", str(memory_mb)]
     processes.append(_start(command, env, "listening"))
     return f"http://127.0.0.1:{port}"
 
@@ -124,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         _step("embedded PostgreSQL, schema")
         server, db_env = local_database()
         _step("local OTLP collector; Lambda emulator with todo-insert and todo-select")
-        url = start_services(processes, out, {**os.environ, **db_env})
+        url = start_services(processes, out, {**os.environ, **db_env}, memory_mb=args.memory)
         _step(
             f"load: {args.users} virtual users for {args.duration:g} s ({args.mix}) against {url}"
         )
@@ -173,6 +177,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--users", type=int, default=30, help="virtual users (default 30, the seed's)"
     )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        default=256,
+        help="function memory, MB (default 256): CPU is memory/1769 of one core, as in Lambda",
+    )
     parser.add_argument(
         "--mix", default="post=1,get=1", help="operation weights (default post=1,get=1)"
     )

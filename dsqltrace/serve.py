@@ -87,6 +87,7 @@ async def serve(args: argparse.Namespace, db_env: dict[str, str]) -> None:
             timeout_s=args.timeout,
             max_environments=args.max_environments,
             idle_timeout_s=args.idle_timeout,
+            limit_cpu=not args.no_cpu_limit,
         ),
         todo_routes(),
         task_root=ROOT,
@@ -118,7 +119,17 @@ async def serve(args: argparse.Namespace, db_env: dict[str, str]) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000, help="Function URL port (default 3000)")
-    parser.add_argument("--memory", type=int, default=256, help="function memory, MB (default 256)")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        default=256,
+        help="function memory, MB (default 256, the CDK stack's); CPU is memory/1769 of one core",
+    )
+    parser.add_argument(
+        "--no-cpu-limit",
+        action="store_true",
+        help="run environments unthrottled (default: memory's share of CPU, where cgroups allow)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="function timeout, s (default 30)"
     )

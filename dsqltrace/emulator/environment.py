@@ -62,6 +62,8 @@ class Invocation:
     delivered_ns: int = 0
     response_ns: int = 0
     done_ns: int = 0
+    #: CPU the environment used from the handoff to the last ``next`` (cgroups only).
+    cpu_ns: int | None = None
 
     @classmethod
     def new(cls, event: bytes, timeout_s: float, function_arn: str) -> Invocation:
@@ -313,6 +315,9 @@ class Environment:
         self._current = None
         self.state = "idle"
         self.last_used = time.monotonic()
+        if self.limits is not None and current.cpu_ns is not None:
+            used = self.limits.cpu_ns()
+            current.cpu_ns = None if used is None else used - current.cpu_ns
         current.finish()
         asyncio.get_running_loop().call_soon(self.freeze)
 
@@ -435,6 +440,8 @@ class Environment:
         invocation = self._current
         self._delivered = True
         invocation.delivered_ns = time.time_ns()
+        if self.limits is not None:
+            invocation.cpu_ns = self.limits.cpu_ns()
         self._tell_extensions(invocation)
         return HttpResponse(
             200,

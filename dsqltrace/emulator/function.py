@@ -218,6 +218,8 @@ class Function:
                 record["post_runtime_ms"] = round(
                     (invocation.done_ns - invocation.response_ns) / 1e6, 3
                 )
+        if invocation.done_ns and invocation.cpu_ns is not None:
+            record["cpu_ms"] = round(invocation.cpu_ns / 1e6, 3)
         if env is not None and env.limits is not None:
             used = env.limits.max_memory_mb()
             if used is not None:

@@ -2,9 +2,10 @@
 
 Lambda gives a function CPU in proportion to its memory: 1,769 MB is one
 vCPU, 256 MB about 0.145 of one.  Each environment here gets a cgroup (v1
-``cpu`` and ``memory`` controllers, as root) with a CFS quota of
+``cpu``, ``cpuacct`` and ``memory`` controllers, as root) with a CFS quota of
 ``memory / 1769`` of one CPU once init is over (init runs unthrottled, as
-Lambda gives init a burst), and the memory limit.  Where the machine does not
+Lambda gives init a burst), and the memory limit; ``cpuacct`` tells the CPU each
+invocation used.  Where the machine does not
 allow it (no cgroup v1, not root), :func:`unavailable` says why: the emulator
 then warns once and runs unthrottled.
 """
@@ -21,6 +22,7 @@ __all__ = ["FULL_CPU_MB", "EnvironmentLimits", "cpu_share", "unavailable"]
 FULL_CPU_MB = 1769
 _ROOTS = {
     "cpu": Path("/sys/fs/cgroup/cpu"),
+    "cpuacct": Path("/sys/fs/cgroup/cpuacct"),
     "memory": Path("/sys/fs/cgroup/memory"),
 }
 _PERIOD_US = 100_000
@@ -80,6 +82,13 @@ class EnvironmentLimits:
         except (OSError, ValueError):
             return None
         return used / (1024 * 1024)
+
+    def cpu_ns(self) -> int | None:
+        """CPU time the environment's processes used so far (all threads), in ns."""
+        try:
+            return int((self._dirs["cpuacct"] / "cpuacct.usage").read_text())
+        except (OSError, ValueError):
+            return None
 
     def throttled_ms(self) -> float:
         """How long the CFS quota held the environment back so far."""

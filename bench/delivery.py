@@ -1,0 +1,390 @@
+"""What delivery costs the caller and the bill, per mode, through the emulator, in one run.
+
+    python -m bench.delivery [--warm 200] [--rounds 3] [--cold-rounds 15] [--load-seconds 20]
+                             [--out bench/results/delivery.md]      # or: make delivery
+
+The same handler (``bench/apps/emulated.py``: three spans around 2 ms of
+waiting) runs in the emulator as three functions: untraced
+(``OTEL_SDK_DISABLED=true``), traced with ``after-response`` delivery, and
+traced ``inline``.  Each is run at 1,769 MB (one full vCPU) and at 256 MB (a
+seventh of one: CPU-limited per environment, as in Lambda), against a
+receiver that answers at once (as the Datadog extension does) and one that
+takes 20 ms.  Warm requests alternate between the functions in rounds; every
+figure is a median, or a percentile, of the caller's own timings or of the
+emulator's REPORT records, and "added" is traced minus untraced in the same
+run:
+
+- caller-visible latency (the client's timing of the Function URL);
+- cold start: the first response of a new environment, paired median;
+- billed duration (handoff to the last ``next``) and CPU per invocation
+  (the environment's cgroup, all threads);
+- spans delivered, and late (received after the environment froze).
+
+Then the CPU each mode adds in a tight loop in-process (``bench.driver``),
+and the seed's load (30 virtual users) on the Todo API at 256 MB, traced and
+untraced.  All figures are emulated: Lambda's own numbers need an AWS account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from dsqltrace.report.figures import percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "results" / "delivery.md"
+VARIANTS = {
+    "untraced": {"OTEL_SDK_DISABLED": "true"},
+    "after-response": {"DSQLTRACE_DELIVERY": "after-response"},
+    "inline": {"DSQLTRACE_DELIVERY": "inline"},
+}
+RECEIVERS = {"at once": 0, "20 ms": 20}
+MEMORY = (1769, 256)
+
+
+def _receiver(delay_ms: int) -> tuple[subprocess.Popen[str], int]:
+    from dsqltrace.pg import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.receiver", str(port), str(delay_ms)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and "listening" in process.stdout.readline()
+    return process, port
+
+
+async def _emulated(
+    memory_mb: int, endpoint: str, records: Path, scenario: Any, **extra: Any
+) -> Any:
+    import httpx
+
+    from dsqltrace.emulator.function import FunctionConfig
+    from dsqltrace.emulator.server import Emulator, Route
+
+    functions = [
+        FunctionConfig(
+            name,
+            "bench.apps.emulated.handler",
+            memory_mb=memory_mb,
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "OTEL_SERVICE_NAME": f"bench-{name}",
+                **env,
+                **extra.get("env", {}),
+            },
+            idle_timeout_s=extra.get("idle_timeout_s"),
+        )
+        for name, env in VARIANTS.items()
+    ]
+    routes = [Route(frozenset(), f"/{name}", name) for name in VARIANTS]
+    emulator = Emulator(functions, routes, task_root=ROOT, records=records, log=io.StringIO())
+    port = await emulator.start()
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await scenario(f"http://127.0.0.1:{port}", client, emulator)
+    finally:
+        await emulator.stop()
+
+
+async def _timed(client: Any, url: str) -> float:
+    started = time.perf_counter()
+    response = await client.post(url, content=b'{"name": "bench"}')
+    assert response.status_code == 201, response.text
+    return (time.perf_counter() - started) * 1000
+
+
+def warm_and_cold(memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_rounds: int) -> dict:
+    """Caller latency (warm, cold) and REPORT records for the three functions."""
+    receiver, port = _receiver(delay_ms)
+    records = Path(tempfile.mkstemp(suffix=".jsonl")[1])
+    caller: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cold: dict[str, list[float]] = {v: [] for v in VARIANTS}
+
+    async def scenario(url: str, client: Any, emulator: Any) -> None:
+        for name in VARIANTS:  # the first cold starts, not measured here
+            await _timed(client, f"{url}/{name}/todos")
+        for r in range(rounds):
+            order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
+            for name in order:
+                for _ in range(warm):
+                    caller[name].append(await _timed(client, f"{url}/{name}/todos"))
+        for r in range(cold_rounds):
+            for name in list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS)):
+                function = emulator.functions[name]
+                await asyncio.gather(*(env.stop() for env in list(function.environments)))
+                cold[name].append(await _timed(client, f"{url}/{name}/todos"))
+
+    try:
+        asyncio.run(_emulated(memory_mb, f"http://127.0.0.1:{port}", records, scenario))
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    records.unlink()
+    reports = [r for r in rows if r.get("record") == "invocation" and "billed_ms" in r]
+    result: dict[str, Any] = {"memory_mb": memory_mb, "receiver_ms": delay_ms, "variants": {}}
+    for name in VARIANTS:
+        mine = [r for r in reports if r["function"] == name and not r["cold"]]
+        result["variants"][name] = {
+            "caller_p50": percentile(caller[name], 50),
+            "caller_p99": percentile(caller[name], 99),
+            "cold_ms": cold[name],
+            "billed_p50": percentile([r["duration_ms"] for r in mine], 50),
+            "billed_p99": percentile([r["duration_ms"] for r in mine], 99),
+            "cpu_ms": statistics.median([r["cpu_ms"] for r in mine if "cpu_ms" in r] or [0.0]),
+            "post_runtime_p50": percentile([r.get("post_runtime_ms", 0.0) for r in mine], 50),
+        }
+    return result
+
+
+def delivered(delay_ms: int) -> dict:
+    """Spans delivered across freezes, idle retirement (SIGTERM) and stop; late ones."""
+    from dsqltrace.pg import free_port
+    from dsqltrace.report.runs import read_spans
+
+    folder = Path(tempfile.mkdtemp(prefix="dsqltrace-delivered-"))
+    spans_file, records = folder / "spans.jsonl", folder / "records.jsonl"
+    port = free_port()
+    collector_args = ["--fault", "slow", "--delay-ms", str(delay_ms)] if delay_ms else []
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "dsqltrace.collector", "--port", str(port), "--out", str(spans_file)]
+        + collector_args,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert collector.stdout is not None and "listening" in collector.stdout.readline()
+    sent = {"after-response": 0, "periodic (retired)": 0}
+
+    async def scenario(url: str, client: Any, emulator: Any) -> None:
+        for _ in range(60):  # frozen between each, delivered after each response
+            await _timed(client, f"{url}/after-response/todos")
+            sent["after-response"] += 1
+        for _ in range(20):  # kept in memory, delivered at SIGTERM when retired
+            await _timed(client, f"{url}/inline/todos")
+            sent["periodic (retired)"] += 1
+        function = emulator.functions["inline"]
+        deadline = time.monotonic() + 15
+        while function.environments and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    try:
+        VARIANTS["inline"] = {"DSQLTRACE_DELIVERY": "periodic,600000"}
+        asyncio.run(
+            _emulated(1769, f"http://127.0.0.1:{port}", records, scenario, idle_timeout_s=2.0)
+        )
+    finally:
+        VARIANTS["inline"] = {"DSQLTRACE_DELIVERY": "inline"}
+        time.sleep(1.0)  # the collector stores once idle for 0.2 s
+        collector.terminate()
+        collector.wait(10)
+    spans = read_spans(spans_file)
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    done = {r["request_id"]: r.get("done_ns") for r in rows if r.get("record") == "invocation"}
+    roots = [s for s in spans if s.is_root]
+    by_service = {
+        "after-response": [s for s in roots if s.service == "bench-after-response"],
+        "periodic (retired)": [s for s in roots if s.service == "bench-inline"],
+    }
+    late = [
+        s
+        for s in by_service["after-response"]
+        if (d := done.get(str(s.attributes.get("faas.invocation_id")))) and s.received_ns > d
+    ]
+    return {
+        "receiver_ms": delay_ms,
+        "sent": sent,
+        "roots": {k: len(v) for k, v in by_service.items()},
+        "late": len(late),
+    }
+
+
+def cpu_in_process(warm: int) -> dict[str, float]:
+    """CPU per warm invocation in a tight loop (``bench.driver``), by delivery mode."""
+    from bench import coldstart, driver
+
+    pg = coldstart.bench_database()
+    receiver, port = _receiver(0)
+    base = {
+        **coldstart.base_env(pg.url(), f"http://127.0.0.1:{port}"),
+        "AWS_LAMBDA_FUNCTION_NAME": "bench",
+    }
+    variants = {
+        "untraced": ("bench.apps.untraced", {}),
+        "inline": ("bench.apps.traced", {"DSQLTRACE_DELIVERY": "inline"}),
+        "periodic,1000": ("bench.apps.traced", {"DSQLTRACE_DELIVERY": "periodic,1000"}),
+        "spans only (no export)": ("bench.apps.traced", {"OTEL_TRACES_EXPORTER": "none"}),
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    try:
+        for _ in range(3):
+            for name, (module, extra) in variants.items():
+                out = subprocess.run(
+                    [sys.executable, "-m", "bench.driver", module, str(warm)],
+                    cwd=ROOT,
+                    env={**base, **extra},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                result = next(r for r in driver.parse(out) if r["phase"] == "warm")
+                cpu[name].append(result["cpu_ns"] / warm / 1000)
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+        pg.stop()
+    return {name: statistics.median(values) for name, values in cpu.items()}
+
+
+def under_load(seconds: float, rounds: int) -> list[dict]:
+    """The seed's load (30 virtual users) on the Todo API at 256 MB, CPU-limited."""
+    from bench.compare import load_run
+
+    rows = []
+    for r in range(rounds):
+        for traced in (False, True) if r % 2 == 0 else (True, False):
+            row = load_run(30, traced, seconds)
+            row["round"] = r
+            rows.append(row)
+            print(
+                f"load round {r + 1}/{rounds}, traced={traced}: {row['rps']:.0f} req/s",
+                file=sys.stderr,
+            )
+    return rows
+
+
+def render(
+    runs: list[dict], cpu: dict[str, float], spans: list[dict], load: list[dict], args: Any
+) -> str:
+    lines = [
+        f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "
+        f"({os.cpu_count()} cores, Python {platform.python_version()}), `python -m bench.delivery "
+        f"--warm {args.warm} --rounds {args.rounds} --cold-rounds {args.cold_rounds}`; "
+        "emulated figures (the emulator with the real awslambdaric; 256 MB runs are CPU-limited "
+        "per environment). Medians; added = traced minus untraced, same run.",
+        "",
+        "| memory | receiver | delivery | caller p50 / p99 (ms) | caller added p50 / p99 (ms) "
+        "| cold first response, added (ms) | billed p50 / p99 (ms) | billed added p50 / p99 (ms) "
+        "| post-response (ms) | CPU / invocation (µs) | CPU added (µs) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        base = run["variants"]["untraced"]
+        for name, v in run["variants"].items():
+            cold_added = [t - u for t, u in zip(v["cold_ms"], base["cold_ms"], strict=True)]
+            lines.append(
+                f"| {run['memory_mb']} MB | {run['receiver_ms']} ms | {name} "
+                f"| {v['caller_p50']:.2f} / {v['caller_p99']:.2f} "
+                f"| {v['caller_p50'] - base['caller_p50']:+.2f} / "
+                f"{v['caller_p99'] - base['caller_p99']:+.2f} "
+                f"| {statistics.median(cold_added):+.1f} (n={len(cold_added)}) "
+                f"| {v['billed_p50']:.2f} / {v['billed_p99']:.2f} "
+                f"| {v['billed_p50'] - base['billed_p50']:+.2f} / "
+                f"{v['billed_p99'] - base['billed_p99']:+.2f} "
+                f"| {v['post_runtime_p50']:.2f} | {v['cpu_ms'] * 1000:.0f} "
+                f"| {(v['cpu_ms'] - base['cpu_ms']) * 1000:+.0f} |"
+            )
+    lines += [
+        "",
+        f"CPU per warm invocation in a tight loop, in-process (`bench.driver`, {args.warm} "
+        "invocations, median of 3 processes; the handler inserts a row into PostgreSQL):",
+        "",
+        "| delivery | CPU / invocation (µs) | added (µs) |",
+        "|---|---|---|",
+    ]
+    for name, value in cpu.items():
+        lines.append(f"| {name} | {value:.0f} | {value - cpu['untraced']:+.0f} |")
+    lines += ["", "| receiver | spans sent | root spans delivered | late |", "|---|---|---|---|"]
+    for s in spans:
+        for kind, sent in s["sent"].items():
+            got = s["roots"][kind]
+            lines.append(
+                f"| {s['receiver_ms']} ms | {kind}: {sent} invocations | {got} "
+                f"({100 * got / max(sent, 1):.0f} %) | {s['late'] if kind == 'after-response' else '–'} |"
+            )
+    if load:
+        lines += [
+            "",
+            "The seed's load at 256 MB, CPU-limited (30 virtual users, POST and GET alternating, "
+            f"{args.load_seconds:.0f} s per round, traced and untraced alternating):",
+            "",
+            "| tracing | requests/s | insert p95 (ms) | select p95 (ms) | 5xx |",
+            "|---|---|---|---|---|",
+        ]
+        for traced in (False, True):
+            rows = [r for r in load if r["traced"] is traced]
+            lines.append(
+                f"| {'on' if traced else 'off'} | {statistics.median(r['rps'] for r in rows):.0f} "
+                f"| {statistics.median(r['insert_p95'] for r in rows):.1f} "
+                f"| {statistics.median(r['select_p95'] for r in rows):.1f} "
+                f"| {sum(r['errors'] for r in rows)} |"
+            )
+        off = [r for r in load if not r["traced"]]
+        on = [r for r in load if r["traced"]]
+        share = 1 - statistics.median(r["rps"] for r in on) / statistics.median(
+            r["rps"] for r in off
+        )
+        ins = (
+            statistics.median(r["insert_p95"] for r in on)
+            / statistics.median(r["insert_p95"] for r in off)
+            - 1
+        )
+        sel = (
+            statistics.median(r["select_p95"] for r in on)
+            / statistics.median(r["select_p95"] for r in off)
+            - 1
+        )
+        lines += [
+            "",
+            f"Tracing's share: {100 * share:.1f} % of requests per second, "
+            f"insert p95 {100 * ins:+.1f} %, select p95 {100 * sel:+.1f} %.",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--warm", type=int, default=200, help="warm requests per function and round"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cold-rounds", type=int, default=15)
+    parser.add_argument("--load-seconds", type=float, default=20.0, help="0: no load runs")
+    parser.add_argument("--load-rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    runs = []
+    for memory in MEMORY:
+        for label, delay in RECEIVERS.items():
+            print(f"emulator: {memory} MB, receiver {label}", file=sys.stderr)
+            runs.append(warm_and_cold(memory, delay, args.warm, args.rounds, args.cold_rounds))
+    print("in-process CPU", file=sys.stderr)
+    cpu = cpu_in_process(2000)
+    print("spans delivered", file=sys.stderr)
+    spans = [delivered(0), delivered(20)]
+    load = under_load(args.load_seconds, args.load_rounds) if args.load_seconds > 0 else []
+    text = render(runs, cpu, spans, load, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("# Delivery\n\n" + text + "\n")
+    print("\n" + text + f"\n\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
