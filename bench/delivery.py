@@ -162,9 +162,9 @@ def delivered(delay_ms: int) -> dict:
     spans_file, records = folder / "spans.jsonl", folder / "records.jsonl"
     port = free_port()
     collector_args = ["--fault", "slow", "--delay-ms", str(delay_ms)] if delay_ms else []
+    command = [sys.executable, "-m", "dsqltrace.collector", "--port", str(port)]
     collector = subprocess.Popen(
-        [sys.executable, "-m", "dsqltrace.collector", "--port", str(port), "--out", str(spans_file)]
-        + collector_args,
+        [*command, "--out", str(spans_file), *collector_args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -314,9 +314,10 @@ def render(
     for s in spans:
         for kind, sent in s["sent"].items():
             got = s["roots"][kind]
+            late = s["late"] if kind == "after-response" else "–"
             lines.append(
                 f"| {s['receiver_ms']} ms | {kind}: {sent} invocations | {got} "
-                f"({100 * got / max(sent, 1):.0f} %) | {s['late'] if kind == 'after-response' else '–'} |"
+                f"({100 * got / max(sent, 1):.0f} %) | {late} |"
             )
     if load:
         lines += [

@@ -1,10 +1,15 @@
 """``dsqltrace load``: virtual users against the Todo API, locally or at deployed Function URLs.
 
-Each virtual user sends one request at a time, choosing the operation by the
-``--mix`` weights, until the duration or the request budget runs out.  Every
-request's client-side latency is written as one JSON line
-(``{"start_ns", "op", "method", "path", "status", "latency_ms", "error"}``)
-for the report.  Requests to ``*.lambda-url.<region>.on.aws`` are signed with
+Closed loop (the default): each virtual user sends one request at a time,
+choosing the operation by the ``--mix`` weights, until the duration or the
+request budget runs out; the load then follows the system's speed.  Open loop
+(``--rate N``): requests arrive at N per second whatever the system does, on
+at most ``--users`` connections, and each latency counts from the request's
+scheduled time (a late start is part of it), so latency can be measured below
+saturation.  Every request's client-side latency is written as one JSON line
+(``{"start_ns", "op", "method", "path", "status", "latency_ms", "error",
+"request_id"}``) for the report; the request id is the Function URL's
+``x-amzn-RequestId``.  Requests to ``*.lambda-url.<region>.on.aws`` are signed with
 SigV4 (service ``lambda``) when the URL uses AWS_IAM auth (``--sign auto``).
 """
 
@@ -100,8 +105,11 @@ async def run_load(
     sign: str = "auto",
     progress: bool = True,
     timeout_s: float = 30.0,
+    rate: float | None = None,
 ) -> LoadResult:
-    """Drive the API; returns the totals (and writes one line per request to ``out``)."""
+    """Drive the API; returns the totals (and writes one line per request to ``out``).
+
+    ``rate`` (requests per second) makes it open-loop, on at most ``users`` connections."""
     import httpx
 
     signers: dict[str, Signer] = {}
@@ -131,68 +139,117 @@ async def run_load(
         # httpcore scans every pooled connection on every request of a shared pool.
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(timeout=timeout_s, limits=limits, verify=verify) as client:
-            await requests_of(client, n)
+            rng = random.Random(n)
+            while take():
+                await one(client, rng, n, None)
 
-    async def requests_of(client: httpx.AsyncClient, n: int) -> None:
-        rng = random.Random(n)
-        while take():
-            op = rng.choices(ops, weights)[0]
-            if op in ("get-one", "patch") and not ids:
-                op = "post"
-            method, base, path, body = _request_for(op, write_url, read_url, rng, ids, n)
-            url = base.rstrip("/") + path
-            headers = {"content-type": "application/json"} if body is not None else {}
-            data = json.dumps(body).encode() if body is not None else b""
-            signer = signers.get(base)
-            if signer is not None:
-                headers = signer.headers(method, url, data, headers)
-            start_ns = time.time_ns()
-            t0 = time.perf_counter()
-            status, error = 0, None
-            try:
-                response = await client.request(method, url, content=data or None, headers=headers)
-                status = response.status_code
-                if op == "post" and status == 201:
-                    ids.append(response.json()["id"])
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:200]
-            latency = (time.perf_counter() - t0) * 1000
-            result.requests += 1
-            result.statuses[status] = result.statuses.get(status, 0) + 1
-            result.latencies_ms.append(latency)
-            if status >= 500 or status == 0:
-                result.errors += 1
-            if sink is not None:
-                sink.write(
-                    json.dumps(
-                        {
-                            "start_ns": start_ns,
-                            "op": op,
-                            "method": method,
-                            "path": path,
-                            "status": status,
-                            "latency_ms": round(latency, 3),
-                            "error": error,
-                        }
-                    )
-                    + "\n"
-                )
+    async def one(
+        client: httpx.AsyncClient, rng: random.Random, n: int, scheduled: float | None
+    ) -> None:
+        op = rng.choices(ops, weights)[0]
+        if op in ("get-one", "patch") and not ids:
+            op = "post"
+        method, base, path, body = _request_for(op, write_url, read_url, rng, ids, n)
+        url = base.rstrip("/") + path
+        headers = {"content-type": "application/json"} if body is not None else {}
+        data = json.dumps(body).encode() if body is not None else b""
+        signer = signers.get(base)
+        if signer is not None:
+            headers = signer.headers(method, url, data, headers)
+        start_ns = time.time_ns()
+        t0 = time.perf_counter() if scheduled is None else scheduled
+        status, error, request_id = 0, None, None
+        try:
+            response = await client.request(method, url, content=data or None, headers=headers)
+            status = response.status_code
+            request_id = response.headers.get("x-amzn-requestid")
+            if op == "post" and status == 201:
+                ids.append(response.json()["id"])
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:200]
+        latency = (time.perf_counter() - t0) * 1000
+        result.requests += 1
+        result.statuses[status] = result.statuses.get(status, 0) + 1
+        result.latencies_ms.append(latency)
+        if status >= 500 or status == 0:
+            result.errors += 1
+        if sink is not None:
+            record = {
+                "start_ns": start_ns,
+                "op": op,
+                "method": method,
+                "path": path,
+                "status": status,
+                "latency_ms": round(latency, 3),
+                "error": error,
+                "request_id": request_id,
+            }
+            sink.write(json.dumps(record) + "\n")
 
+    async def paced(per_second: float, verify: ssl.SSLContext) -> None:
+        limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
+        async with httpx.AsyncClient(timeout=timeout_s, limits=limits, verify=verify) as client:
+            rng = random.Random(0)
+            in_flight: set[asyncio.Task[None]] = set()
+            first = time.perf_counter()
+            i = 0
+            while take():
+                scheduled = first + i / per_second
+                i += 1
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.ensure_future(one(client, rng, i % max(users, 1), scheduled))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if in_flight:
+                await asyncio.gather(*in_flight)
+
+    busy_before = _cpu_times()
     verify = httpx.create_ssl_context()  # built once, shared by the users' clients
     reporter = (
         asyncio.ensure_future(_progress(result, started, duration_s, requests))
         if progress
         else None
     )
-    await asyncio.gather(*(user(n, verify) for n in range(users)))
+    if rate is not None:
+        await paced(rate, verify)
+    else:
+        await asyncio.gather(*(user(n, verify) for n in range(users)))
     if reporter is not None:
         reporter.cancel()
     result.elapsed_s = time.monotonic() - started
+    if out is not None:
+        summary = {
+            "users": users,
+            "rate": rate,
+            "elapsed_s": round(result.elapsed_s, 3),
+            "requests": result.requests,
+            "machine_cpu_busy": _busy(busy_before, _cpu_times()),
+        }
+        (out.parent / "load.json").write_text(json.dumps(summary))
     if progress:
         _draw(result, started, duration_s, requests, final=True)
     if sink is not None:
         sink.close()
     return result
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of the whole machine, from /proc/stat (Linux)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def _busy(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU that was busy between two readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3)
 
 
 def _request_for(
@@ -253,7 +310,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--read-url", help="base URL for GETs (the select function's); default --url"
     )
     parser.add_argument(
-        "--users", type=int, default=30, help="virtual users (default 30, the seed's)"
+        "--users",
+        type=int,
+        default=30,
+        help="virtual users (default 30, the seed's); with --rate, the most connections",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="open loop: this many requests per second, whatever the answers take",
     )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument("--requests", type=int, help="stop after this many requests instead")
@@ -290,6 +355,7 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
             mix=mix,
             out=args.out,
             sign=args.sign,
+            rate=args.rate,
         )
     )
     statuses = dict(sorted(result.statuses.items()))

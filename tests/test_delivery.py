@@ -360,18 +360,18 @@ def test_an_unwrapped_handler_does_not_hold_the_environment(tmp_path: Path) -> N
     assert all(r["post_runtime_ms"] < 500 for r in _records(records))
 
 
-@pytest.mark.parametrize(
-    ("runtime_name", "delivered"), [("python3.13", True), ("python3.11", False)]
-)
-def test_sigterm_delivers_what_periodic_mode_kept(tmp_path: Path, runtime_name, delivered) -> None:
-    """Retired after 1 s idle: SIGTERM, then 500 ms, then SIGKILL.  awslambdaric passes SIGTERM
-    to Python only in its 3.12+ mode (it waits for invocations on a thread); in its 3.11 mode the
-    handler cannot run, and what periodic mode kept is lost: the second case shows it."""
+@pytest.mark.parametrize("runtime_name", ["python3.13", "python3.11"])
+def test_sigterm_delivers_what_periodic_mode_kept(tmp_path: Path, runtime_name) -> None:
+    """Retired after 1 s idle: SIGTERM, then 500 ms, then SIGKILL.  In both of awslambdaric's
+    modes (3.12+: it waits for invocations on a thread; 3.11: in the main thread, where a
+    Python signal handler cannot run), because the toolkit's own thread is woken by the
+    signal, whichever thread the kernel gave it to."""
     spans_file = tmp_path / "spans.jsonl"
     collector, endpoint = _collector(spans_file)
 
     async def scenario(url: str, emulator) -> None:
-        assert (await get(url)).status_code == 200
+        for _ in range(5):
+            assert (await get(url)).status_code == 200
         await eventually_async(lambda: not emulator.functions["fn"].environments, timeout=10)
 
     try:
@@ -383,21 +383,18 @@ def test_sigterm_delivers_what_periodic_mode_kept(tmp_path: Path, runtime_name, 
             env={
                 "EXTENDED_APP": "traced",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-                "DSQLTRACE_DELIVERY": "periodic,60000",
+                "DSQLTRACE_DELIVERY": "periodic,600000",
             },
         )
-        if delivered:
-            eventually(
-                lambda: spans_file.exists() and any(s.is_root for s in read_spans(spans_file))
-            )
-        else:
-            time.sleep(1.0)  # the window in which a delivery would have been stored
+        eventually(
+            lambda: spans_file.exists() and sum(1 for s in read_spans(spans_file) if s.is_root) >= 5
+        )
     finally:
         collector.terminate()
         collector.wait(10)
-    roots = [s for s in read_spans(spans_file) if s.is_root] if spans_file.exists() else []
-    assert (len(roots) == 1) is delivered
-    assert "retired" in log
+    roots = [s for s in read_spans(spans_file) if s.is_root]
+    assert len(roots) == 5  # none was sent before SIGTERM (600 s interval), none was lost
+    assert "retired" in log and "exited with code 143 after SIGTERM" in log  # within 500 ms
 
 
 def test_256_mb_gets_a_seventh_of_a_cpu() -> None:

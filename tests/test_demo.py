@@ -96,3 +96,29 @@ def test_html_report_is_self_contained(demo_run: Path) -> None:
     assert page.count("data:image/png;base64,") == 3
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "Where the time goes" in page
+
+
+def test_report_explains_the_callers_latency_and_the_bill(demo_run: Path) -> None:
+    figures = json.loads((demo_run / "report.json").read_text())
+    breakdown = figures["caller_breakdown"]
+    totals = figures["totals"]
+    assert breakdown["requests"] == totals["requests"]  # every request joined by its id
+    parts = breakdown["parts"]
+    assert set(parts) == {
+        "waiting for an environment",
+        "new environment (process and init)",
+        "handler (the runtime's work)",
+        "front and client (HTTP, the load generator)",
+    }
+    assert all(p["count"] == breakdown["requests"] for p in parts.values())
+    # Delivery after the response: billed, and seen by the caller in none of the parts.
+    assert breakdown["after_response"]["count"] == breakdown["requests"]
+    assert breakdown["after_response"]["p50"] > 0
+    for function in ("todo-insert", "todo-select"):
+        report = figures["lambda_report"][function]
+        billed, duration = report["Billed Duration"], report["Duration"]
+        assert billed["count"] > 0 and billed["p50"] >= duration["p50"]
+        assert report["Init Duration (cold)"]["count"] > 0
+        assert report["Max Memory Used (MB)"]["p50"] > 0  # the cgroup's (root on Linux here)
+    page = (demo_run / "report.html").read_text()
+    assert "The caller's latency, explained" in page and "Lambda REPORT" in page

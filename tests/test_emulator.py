@@ -286,3 +286,30 @@ def test_load_runner_signs_with_sigv4_and_the_url_sees_the_caller(monkeypatch) -
     run_emulator("tests.apps.emulated.echo", signed)
     iam = captured[0]["event"]["requestContext"]["authorizer"]["iam"]
     assert iam["accessKey"] == "AKIASIGNEDLOADTEST00"
+
+
+def test_paced_load_keeps_its_rate_whatever_the_answers_take() -> None:
+    """Open loop: requests go out on schedule although each answer takes 100 ms; closed loop
+    with one user sends what the answers allow.  Latency counts from the scheduled time."""
+    from dsqltrace.httpserver import HttpResponse, bound_port, start
+    from dsqltrace.load import parse_mix, run_load
+
+    async def scenario() -> tuple[int, int, float]:
+        async def slow(request):
+            await asyncio.sleep(0.1)
+            return HttpResponse(200, b'{"todos": [], "next": null}')
+
+        server = await start(slow, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{bound_port(server)}"
+        try:
+            common = {"requests": None, "mix": parse_mix("get=1"), "out": None, "progress": False}
+            closed = await run_load(url, url, users=1, duration_s=1.0, **common)
+            paced = await run_load(url, url, users=20, duration_s=1.0, rate=40, **common)
+        finally:
+            server.close()
+        return closed.requests, paced.requests, min(paced.latencies_ms)
+
+    closed, paced, fastest = asyncio.run(scenario())
+    assert closed <= 11  # one at a time, 100 ms each
+    assert 30 <= paced <= 42  # 40 per second, on schedule
+    assert fastest >= 100  # each one waited its 100 ms answer

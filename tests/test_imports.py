@@ -39,8 +39,19 @@ def test_import_tracing_loads_no_exporter_and_no_sdk() -> None:
 
 def test_otlp_setup_needs_no_requests_nor_protobuf() -> None:
     modules = loaded_after("import tracing; tracing.setup_tracing()")
-    assert "tracing.otlp" in modules
+    assert "tracing.otlp" not in modules  # imported at the first export, after the response
+    assert "ssl" not in modules  # only an https:// endpoint needs it
     assert heavy_in(modules) == set()
+    exported = loaded_after(
+        "import tracing\n"
+        "from tracing import runtime\n"
+        "tracing.setup_tracing()\n"
+        "runtime.current().tracer.start_span('x').end()\n"
+        "runtime.current().delivery.flush(0.05)",
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
+    )
+    assert "tracing.otlp" in exported
+    assert heavy_in(exported) == set()
 
 
 def test_datadog_is_imported_only_when_chosen() -> None:

@@ -87,14 +87,15 @@ _TOKEN = re.compile(
 )
 
 
-def _end_of_plain(text: str, i: int) -> int:
-    """End of a standard string whose opening quote is before ``i`` ('' is a quote)."""
+def _end_of_doubled(text: str, i: int, quote: str) -> int:
+    """End of a string or quoted identifier opened before ``i`` by ``quote``, in which a
+    doubled quote stands for one."""
     n = len(text)
     while True:
-        j = text.find("'", i)
+        j = text.find(quote, i)
         if j < 0:
             return n
-        if j + 1 < n and text[j + 1] == "'":
+        if j + 1 < n and text[j + 1] == quote:
             i = j + 2
             continue
         return j + 1
@@ -115,18 +116,6 @@ def _end_of_escape(text: str, i: int) -> int:
         else:
             i += 1
     return n
-
-
-def _end_of_quoted(text: str, i: int) -> int:
-    n = len(text)
-    while True:
-        j = text.find('"', i)
-        if j < 0:
-            return n
-        if j + 1 < n and text[j + 1] == '"':
-            i = j + 2
-            continue
-        return j + 1
 
 
 def _end_of_block(text: str, i: int) -> int:
@@ -162,7 +151,7 @@ def redact_sql(text: str) -> str:
         kind = m.lastgroup
         end = m.end()
         if kind == "plain":
-            end = _end_of_plain(text, end)
+            end = _end_of_doubled(text, end, "'")
             out.append("?")
         elif kind == "escape":
             end = _end_of_escape(text, end)
@@ -174,7 +163,7 @@ def redact_sql(text: str) -> str:
         elif kind == "number":
             out.append("?")
         elif kind == "quoted":
-            end = _end_of_quoted(text, end)
+            end = _end_of_doubled(text, end, '"')
             out.append(text[i:end])
         elif kind == "line":
             out.append(" ")

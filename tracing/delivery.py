@@ -26,12 +26,13 @@ SIGTERM to Python while it waits for the next invocation).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tracing.runtime import NAME, logger
@@ -152,8 +153,13 @@ class AfterResponse:
         self._cond = threading.Condition()
         self._started: dict[str, Expire] = {}
         self._ended: set[str] = set()
+        self._posted: set[str] = set()
+        #: True when the runtime tells us it has posted each response (see _hook_runtime).
+        self._hooked = _hook_runtime(self._response_posted)
         self._closed = False
         self._fallback: Inline | None = None
+        #: Undoes what was installed with the mode (the SIGTERM delivery).
+        self.on_close: Callable[[], None] | None = None
         if interval_s is not None:
             self.name = "periodic"
         self._thread = threading.Thread(target=self._run, name=f"{NAME}-extension", daemon=True)
@@ -184,6 +190,16 @@ class AfterResponse:
             self._ended.add(request_id)
             self._cond.notify_all()
 
+    def _response_posted(self, request_id: str) -> None:
+        with self._cond:
+            self._posted.add(request_id)
+            self._cond.notify_all()
+
+    def _done(self, rid: str) -> bool:
+        """The invocation's span has ended and, where the runtime says so, its response is
+        out: from here on delivery competes with nothing the caller waits for."""
+        return rid in self._ended and (not self._hooked or rid in self._posted)
+
     def _run(self) -> None:
         try:
             while not self._closed:
@@ -209,10 +225,10 @@ class AfterResponse:
                     max(0.0, min(START_WAIT_S, deadline - time.monotonic())),
                 )
             expire = self._started.get(rid)
-            if expire is not None and rid not in self._ended:
+            if expire is not None and not self._done(rid):
                 expire_at = deadline - self._margin
                 ended = cond.wait_for(
-                    lambda: rid in self._ended, max(0.0, expire_at - time.monotonic())
+                    lambda: self._done(rid), max(0.0, expire_at - time.monotonic())
                 )
                 if not ended and self._margin > 0:
                     cond.release()
@@ -232,28 +248,113 @@ class AfterResponse:
     def close(self) -> None:
         self._closed = True
         self._client.close()
+        if self.on_close is not None:
+            self.on_close()
+            self.on_close = None
 
 
-def install_sigterm(delivery: Delivery) -> bool:
-    """On SIGTERM, deliver what is pending within :data:`SHUTDOWN_BUDGET_S`, then let the
-    previous handler (or the default action) stop the process.  Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
+def _hook_runtime(posted: Callable[[str], None]) -> bool:
+    """Have awslambdaric say when it has posted a response (or an error).
+
+    Delivery waits for that, not only for the span's end: this thread would
+    otherwise take the GIL while the main thread still serialises and posts the
+    response, and the caller would wait for it after all.  Without awslambdaric
+    (or with a version whose client differs) delivery starts at the span's end.
+    """
+    module = sys.modules.get("awslambdaric.lambda_runtime_client")
+    client = getattr(module, "LambdaRuntimeClient", None)
+    if client is None:
         return False
+    hooked = False
+    for name in ("post_invocation_result", "post_invocation_error"):
+        original = getattr(client, name, None)
+        if not callable(original):
+            continue
+        if getattr(original, "__tracing_original__", None) is not None:
+            original = original.__tracing_original__  # hooked before (a new setup)
+
+        def hook(
+            self: Any, invoke_id: str, *args: Any, _original: Any = original, **kwargs: Any
+        ) -> Any:
+            try:
+                return _original(self, invoke_id, *args, **kwargs)
+            finally:
+                posted(invoke_id)
+
+        hook.__tracing_original__ = original  # type: ignore[attr-defined]
+        setattr(client, name, hook)
+        hooked = True
+    return hooked
+
+
+def install_sigterm(delivery: Delivery) -> Callable[[], None] | None:
+    """On SIGTERM, deliver what is pending within :data:`SHUTDOWN_BUDGET_S`, then stop.
+
+    Python runs a signal handler in the main thread, once that thread runs
+    Python code again, while the kernel hands a process's SIGTERM to any of its
+    threads.  awslambdaric's main thread (3.11 mode), or its polling thread
+    (3.12+ mode), waits in its native client; a SIGTERM there ends that wait
+    with an error and the main thread runs the handler on its way out.  A
+    SIGTERM taken by another thread (the extension's, in a socket read that
+    resumes) never wakes the main thread: for that case the signal's byte on
+    the wakeup fd wakes a thread of ours.  Whichever comes first delivers, then
+    calls the handler installed before (if any) or ends the process as the
+    default action would.  Nothing is blocked, so child processes the function
+    starts see SIGTERM as usual.  Main thread only (``signal.signal`` is).
+    Returns what undoes it (:func:`tracing.shutdown_tracing` calls it), or None.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
     previous = signal.getsignal(signal.SIGTERM)
+    once = threading.Lock()
+    done = threading.Event()
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        try:
-            delivery.flush(SHUTDOWN_BUDGET_S)
-        except Exception as exc:
-            logger.warning("tracing: delivery at shutdown failed: %s", exc)
+    def shut_down() -> None:
+        with once:  # a second caller waits here while the first delivers and exits
+            if done.is_set():
+                return
+            try:
+                delivery.flush(SHUTDOWN_BUDGET_S)
+            except Exception as exc:
+                logger.warning("tracing: delivery at shutdown failed: %s", exc)
+            done.set()
         if callable(previous):
-            previous(signum, frame)
+            previous(signal.SIGTERM, None)
             return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os._exit(128 + signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    return True
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: shut_down())
+        older = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    except (ValueError, OSError) as exc:
+        logger.info("tracing: no delivery at SIGTERM: %s", exc)
+        os.close(read_end)
+        os.close(write_end)
+        return None
+
+    def watch() -> None:
+        while True:
+            data = os.read(read_end, 64)
+            if not data:
+                return
+            if older >= 0:  # keep whoever set a wakeup fd before us informed
+                with contextlib.suppress(OSError):
+                    os.write(older, data)
+            if signal.SIGTERM in data:
+                shut_down()
+                return
+
+    threading.Thread(target=watch, name=f"{NAME}-sigterm", daemon=True).start()
+
+    def uninstall() -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+            signal.set_wakeup_fd(older)
+        os.close(write_end)  # the watcher reads EOF and ends
+
+    return uninstall
 
 
 def choose(
@@ -289,5 +390,5 @@ def choose(
     mode = AfterResponse(
         delivery, client, margin_s=margin_s, interval_s=interval_s, wrapped=wrapped
     )
-    install_sigterm(delivery)
+    mode.on_close = install_sigterm(delivery)
     return mode

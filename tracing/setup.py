@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
@@ -17,6 +17,7 @@ from tracing.runtime import NAME, VERSION, NoDelivery, Runtime, logger
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.sampling import Sampler
 
     from tracing.delivery import DeliveryMode
@@ -207,6 +208,30 @@ def _sender(config: TracingConfig) -> SpanSender:
         from tracing.export import ConsoleSender
 
         return ConsoleSender()
-    from tracing.otlp import OtlpHttpExporter
+    return _LazyOtlpSender(config)
 
-    return OtlpHttpExporter(config.endpoint, headers=config.headers, compression=config.compression)
+
+class _LazyOtlpSender:
+    """The OTLP exporter, imported and built at its first export: with after-response
+    delivery that is after the first response, off the cold start's critical path."""
+
+    def __init__(self, config: TracingConfig) -> None:
+        self._config = config
+        self._sender: SpanSender | None = None
+
+    def _get(self) -> SpanSender:
+        if self._sender is None:
+            from tracing.otlp import OtlpHttpExporter
+
+            config = self._config
+            self._sender = OtlpHttpExporter(
+                config.endpoint, headers=config.headers, compression=config.compression
+            )
+        return self._sender
+
+    def export(self, spans: Sequence[ReadableSpan], timeout: float) -> None:
+        self._get().export(spans, timeout)
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.close()

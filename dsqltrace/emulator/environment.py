@@ -251,7 +251,8 @@ class Environment:
             if graceful:
                 self._signal(signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(self.process.wait(), SHUTDOWN_GRACE_S)
+                    code = await asyncio.wait_for(self.process.wait(), SHUTDOWN_GRACE_S)
+                    self._log(f"[{self.name}] exited with code {code} after SIGTERM")
                 except TimeoutError:
                     self._log(f"[{self.name}] still running {SHUTDOWN_GRACE_S} s after SIGTERM")
             self._signal(signal.SIGKILL)
@@ -259,6 +260,21 @@ class Environment:
         self._release_waiters()
         if self.limits is not None:
             self.limits.remove()
+
+    async def reap(self) -> None:
+        """Wait for the process to have exited and let go of its pipes (at the end of a run)."""
+        if self.process is None:
+            return
+        if self.process.returncode is None:
+            self._signal(signal.SIGKILL)
+            await self.process.wait()
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        transport = getattr(self.process, "_transport", None)
+        if transport is not None:
+            transport.close()
 
     def kill(self, reason: str) -> None:
         """End the environment at once (a timeout: Lambda discards the environment)."""

@@ -18,6 +18,7 @@ a free or new environment, handed to the runtime, response, last ``next``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -82,6 +83,8 @@ class Function:
         self._record = record
         self._freeze = freeze
         self.environments: list[Environment] = []
+        #: Every environment this function made (the dead ones are reaped at stop).
+        self._made: list[Environment] = []
         self.created = 0
         self._retire_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Future[None]] = set()
@@ -170,6 +173,7 @@ class Function:
             limits=cgroups.EnvironmentLimits(name, self.config.memory_mb) if self.limited else None,
         )
         self.environments.append(env)
+        self._made.append(env)
         env.on_dead(self._forget)
         await env.start()
         self._record(
@@ -237,18 +241,26 @@ class Function:
             for env in list(self.environments):
                 if env.state == "idle" and now - env.last_used > timeout:
                     self._log(f"[{env.name}] retired after {timeout:.0f} s idle")
-                    await env.stop()
+                    # Its own task: stopping the function waits for it, never cuts its
+                    # SIGTERM grace short.
+                    retiring = asyncio.ensure_future(env.stop())
+                    self._finishing.add(retiring)
+                    retiring.add_done_callback(self._finishing.discard)
+                    await asyncio.shield(retiring)
 
     async def stop(self) -> None:
         """Let invocations in flight finish their invoke phase, then shut every environment
         down (SIGTERM first where an extension is registered)."""
         if self._retire_task is not None:
             self._retire_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retire_task
         if self._finishing:
             await asyncio.wait(list(self._finishing), timeout=min(self.config.timeout_s, 10.0))
         await asyncio.gather(*(env.stop() for env in list(self.environments)))
         for task in list(self._finishing):
             task.cancel()
+        await asyncio.gather(*(env.reap() for env in self._made))
 
 
 def _report_line(record: dict[str, Any]) -> str:

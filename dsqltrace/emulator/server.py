@@ -107,7 +107,10 @@ class Emulator:
         self.invocations += 1
         outcome = await function.invoke(event)
         if outcome.kind == "response":
-            return from_result(outcome.payload)
+            response = from_result(outcome.payload)
+            if outcome.invocation is not None:  # as Function URLs answer
+                response.headers.append(("x-amzn-RequestId", outcome.invocation.request_id))
+            return response
         if outcome.kind == "throttled":
             return json_response(429, b'{"Message":"Rate Exceeded."}')
         self.log(f"[{config.name}] invocation ended with {outcome.kind}: 502")

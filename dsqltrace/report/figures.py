@@ -164,7 +164,96 @@ def compute(run: Run) -> dict[str, Any]:
             "spans_lost": lost_roots + orphans,
         },
         "seed": {"seed": SEED, "this_run": this_run},
+        "lambda_report": lambda_report(invocations),
+        "caller_breakdown": caller_breakdown(run),
+        "bottleneck": bottleneck(run),
     }
+
+
+#: The fields of the emulator's REPORT records, as Lambda names them.
+REPORT_FIELDS = {
+    "duration_ms": "Duration",
+    "billed_ms": "Billed Duration",
+    "post_runtime_ms": "Post-runtime extension duration",
+    "init_ms": "Init Duration (cold)",
+    "max_memory_mb": "Max Memory Used (MB)",
+    "cpu_ms": "CPU used",
+}
+
+
+def lambda_report(invocations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per function, the REPORT figures' distribution (as Lambda's REPORT lines give them)."""
+    out: dict[str, dict[str, Any]] = {}
+    for function in sorted({i["function"] for i in invocations}):
+        mine = [i for i in invocations if i["function"] == function]
+        out[function] = {
+            label: stats([float(i[key]) for i in mine if key in i])
+            for key, label in REPORT_FIELDS.items()
+        }
+    return out
+
+
+#: The parts the caller's latency is made of, in order.
+CALLER_PARTS = (
+    "waiting for an environment",
+    "new environment (process and init)",
+    "handler (the runtime's work)",
+    "front and client (HTTP, the load generator)",
+)
+
+
+def caller_breakdown(run: Run) -> dict[str, Any]:
+    """The caller's latency split by what the emulator saw of each request, and what came
+    after the response (billed, not seen by the caller)."""
+    records = {i["request_id"]: i for i in run.invocations if "delivered_ns" in i}
+    parts: dict[str, list[float]] = {name: [] for name in CALLER_PARTS}
+    after: list[float] = []
+    callers: list[float] = []
+    for c in run.client:
+        i = records.get(c.get("request_id") or "")
+        if i is None or "response_ns" not in i:
+            continue
+        wait = (i["assigned_ns"] - i["start_ns"]) / 1e6
+        handoff = (i["delivered_ns"] - i["assigned_ns"]) / 1e6
+        handler = (i["response_ns"] - i["delivered_ns"]) / 1e6
+        seen = (i["response_ns"] - i["start_ns"]) / 1e6
+        parts[CALLER_PARTS[0]].append(wait)
+        parts[CALLER_PARTS[1]].append(handoff)
+        parts[CALLER_PARTS[2]].append(handler)
+        parts[CALLER_PARTS[3]].append(max(0.0, c["latency_ms"] - seen))
+        if "done_ns" in i:
+            after.append((i["done_ns"] - i["response_ns"]) / 1e6)
+        callers.append(c["latency_ms"])
+    return {
+        "requests": len(callers),
+        "caller": stats(callers),
+        "parts": {name: stats(values) for name, values in parts.items()},
+        "after_response": stats(after),
+    }
+
+
+def bottleneck(run: Run) -> list[str]:
+    """Plain statements of what limited the run, when it was not the functions."""
+    said: list[str] = []
+    busy = run.load_summary.get("machine_cpu_busy")
+    if isinstance(busy, int | float) and busy >= 0.9:
+        said.append(
+            f"The machine was the bottleneck: its CPU was {100 * busy:.0f} % busy during the "
+            "load, so requests queued for CPU (load generator, emulator, functions and database "
+            "share it)."
+        )
+    throttled = sum(1 for c in run.client if c.get("status") == 429)
+    if throttled:
+        said.append(f"Environments were at their limit: {throttled} requests were throttled (429).")
+    breakdown = caller_breakdown(run)
+    caller = breakdown["caller"]["p50"]
+    handler = breakdown["parts"][CALLER_PARTS[2]]["p50"]
+    if breakdown["requests"] and caller and not math.isnan(caller) and handler < caller / 2:
+        said.append(
+            f"Most of the caller's latency was outside the handler: at the median {caller:.1f} ms "
+            f"seen by the caller against {handler:.1f} ms in the handler."
+        )
+    return said
 
 
 def waterfall_trace(run: Run) -> list[Span]:

@@ -66,6 +66,26 @@ def terminal(figures: dict[str, Any]) -> str:
         f"late {t['spans_late']}, lost {t['spans_lost']}"
     )
     lines.append(seed_line(figures))
+    breakdown = figures.get("caller_breakdown") or {}
+    if breakdown.get("requests"):
+        lines.append("")
+        lines.append(
+            f"caller latency p50 {_ms(breakdown['caller']['p50'])} ms = "
+            + " + ".join(f"{name} {_ms(s['p50'])}" for name, s in breakdown["parts"].items())
+            + " (medians); after the response, billed: "
+            + f"{_ms(breakdown['after_response']['p50'])} ms"
+        )
+    for function, report in (figures.get("lambda_report") or {}).items():
+        lines.append(
+            f"REPORT {function}: "
+            + ", ".join(
+                f"{label} p50 {_ms(s['p50'])} p95 {_ms(s['p95'])}"
+                for label, s in report.items()
+                if s["count"]
+            )
+        )
+    for statement in figures.get("bottleneck") or []:
+        lines.append(statement)
     return "\n".join(lines)
 
 
@@ -127,6 +147,27 @@ def page(figures: dict[str, Any], images: dict[str, bytes | None]) -> str:
             )
     parts.append("<h2>Client-side latency</h2>")
     parts.append(_table(_stats_rows(figures["client"]), header))
+    breakdown = figures.get("caller_breakdown") or {}
+    if breakdown.get("requests"):
+        parts.append("<h2>The caller's latency, explained</h2>")
+        parts.append(
+            "<p>What the emulator saw of each request, joined to the caller's timing by request "
+            "id. Delivery after the response is billed and keeps the environment busy, but the "
+            "caller does not wait for it.</p>"
+        )
+        rows = {"caller (client-side)": breakdown["caller"], **breakdown["parts"]}
+        rows["after the response (billed, not seen)"] = breakdown["after_response"]
+        parts.append(_table(_stats_rows(rows), header))
+    for statement in figures.get("bottleneck") or []:
+        parts.append(f"<p class='seed'>{html.escape(statement)}</p>")
+    report = figures.get("lambda_report") or {}
+    if report:
+        parts.append("<h2>Lambda REPORT (per invocation, emulated)</h2>")
+        for function, table in report.items():
+            parts.append(f"<h3>{html.escape(function)}</h3>")
+            parts.append(
+                _table(_stats_rows({k: v for k, v in table.items() if v["count"]}), header)
+            )
     totals = figures["totals"]
     parts.append("<h2>Totals</h2>")
     parts.append(_table([[k.replace("_", " "), v] for k, v in totals.items()], ["total", "value"]))

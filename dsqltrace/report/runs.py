@@ -11,6 +11,8 @@ from typing import Any
 SPANS_FILE = "spans.jsonl"
 INVOCATIONS_FILE = "invocations.jsonl"
 CLIENT_FILE = "client.jsonl"
+#: What ``dsqltrace load`` says of the whole run: users, rate, the machine's CPU use.
+LOAD_FILE = "load.json"
 
 
 @dataclass
@@ -104,6 +106,8 @@ class Run:
     invocations: list[dict[str, Any]] = field(default_factory=list)
     environments: list[dict[str, Any]] = field(default_factory=list)
     client: list[dict[str, Any]] = field(default_factory=list)
+    #: What ``dsqltrace load`` said of the run (``load.json``).
+    load_summary: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, folder: Path) -> Run:
@@ -114,4 +118,6 @@ class Run:
             elif record.get("record") == "invocation":
                 run.invocations.append(record)
         run.client = list(_records(folder / CLIENT_FILE))
+        if (folder / LOAD_FILE).exists():
+            run.load_summary = json.loads((folder / LOAD_FILE).read_text(encoding="utf-8"))
         return run
