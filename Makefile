@@ -33,7 +33,9 @@ $(VENV)/.installed: pyproject.toml
 	@echo "installing $(VENV): the toolkit, the local stack, the test and CDK tools (a few minutes)"
 	@$(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog,local,infra]'
+	@# setuptools warns about every editable install of a flat layout; this one is on purpose.
+	@PYTHONWARNINGS="ignore:Editable installation" \
+		$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog,local,infra]'
 	@touch $@
 	@echo "$(VENV) ready ($$(du -sh $(VENV) | cut -f1))"
 

@@ -85,6 +85,8 @@ class FakeExtensionsApi:
             self.registrations += 1
             if self.fault == "stall":
                 time.sleep(5)
+            if self.fault == "slow-register":
+                time.sleep(0.3)
             if self.fault == "refuse":
                 return _http(403, b'{"errorType":"Extension.InvalidStateTransition"}')
             return _http(200, b"{}", b"Lambda-Extension-Identifier: ext-1\r\n")
@@ -191,6 +193,25 @@ def test_without_a_working_extensions_api_delivery_is_inline(monkeypatch, caplog
             api.close()
     # Registration holds init for a bounded few milliseconds (50 ms), whatever the API does.
     assert held_init < 0.5, held_init
+
+
+def test_a_registration_answered_late_still_calls_next(monkeypatch, caplog) -> None:
+    """Init stops waiting after 50 ms, but the API registered the extension all the same:
+    Lambda would wait for its next before every freeze.  The toolkit answers every event."""
+    api = FakeExtensionsApi("slow-register")
+    sink = InMemorySender()
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            invoke, at_return = _traced(sink, api, monkeypatch)
+        assert runtime.current().mode.name == "inline"
+        eventually(lambda: len(api.next_calls) == 1)  # registered late, waiting for an event
+        for i in range(3):
+            invoke()
+            eventually(lambda i=i: len(api.next_calls) == i + 2)  # each event answered
+        assert at_return == [2, 3, 4]  # delivery inline all along
+    finally:
+        shutdown_tracing()
+        api.close()
 
 
 def test_when_the_extension_thread_dies_delivery_goes_inline_with_one_warning(

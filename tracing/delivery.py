@@ -253,6 +253,57 @@ class AfterResponse:
             self.on_close = None
 
 
+#: The longest a registration may go on in the background once init stopped waiting.
+_LATE_REGISTRATION_S = 10.0
+
+
+def _register_within(client: ExtensionClient, timeout: float) -> str | None:
+    """Register, waiting at most ``timeout``; None when registered, else why not.
+
+    A registration that takes longer is not abandoned: the Extensions API may
+    register it all the same, and Lambda would then wait for this extension's
+    ``next`` before every freeze.  So it goes on in a thread of its own; if it
+    succeeds after init stopped waiting, that thread answers every event at once
+    (delivery stays inline), and the environment is never held.
+    """
+    from tracing.extension import ExtensionError
+
+    lock = threading.Lock()
+    state: dict[str, Any] = {"outcome": None, "gave_up": False}
+    finished = threading.Event()
+
+    def register() -> None:
+        try:
+            client.register(NAME, timeout=_LATE_REGISTRATION_S)
+            outcome: str = ""
+        except (ExtensionError, OSError) as exc:
+            outcome = str(exc) or type(exc).__name__
+        with lock:
+            state["outcome"] = outcome
+            late = state["gave_up"]
+            finished.set()
+        if late and not outcome:
+            _answer_events(client)
+
+    threading.Thread(target=register, name=f"{NAME}-register", daemon=True).start()
+    finished.wait(timeout)
+    with lock:
+        if not finished.is_set():
+            state["gave_up"] = True
+            return f"no answer within {timeout * 1000:.0f} ms"
+    outcome = state["outcome"]
+    return outcome or None
+
+
+def _answer_events(client: ExtensionClient) -> None:
+    """An extension that only calls ``next`` (one registered too late to deliver)."""
+    try:
+        while True:
+            client.next_event()
+    except Exception as exc:
+        logger.info("tracing: the late-registered extension stopped: %s", exc)
+
+
 def _hook_runtime(posted: Callable[[str], None]) -> bool:
     """Have awslambdaric say when it has posted a response (or an error).
 
@@ -381,10 +432,14 @@ def choose(
 
     try:
         client = ExtensionClient(api)
-        client.register(NAME, timeout=REGISTER_TIMEOUT_S)
-    except (ExtensionError, OSError) as exc:
+    except ExtensionError as exc:
+        logger.warning("tracing: no delivery extension (%s); delivering inline", exc)
+        return Inline(delivery, interval_s=interval_s)
+    registered = _register_within(client, REGISTER_TIMEOUT_S)
+    if registered is not None:
         logger.warning(
-            "tracing: could not register the delivery extension (%s); delivering inline", exc
+            "tracing: could not register the delivery extension (%s); delivering inline",
+            registered,
         )
         return Inline(delivery, interval_s=interval_s)
     mode = AfterResponse(
