@@ -67,8 +67,9 @@ def bench_database() -> Any:
     return pg
 
 
-def start_collector(spans_file: Path) -> tuple[subprocess.Popen[str], int]:
-    """A fresh local collector writing to ``spans_file``; returns it and its port."""
+def start_collector(spans_file: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """A fresh local collector writing to ``spans_file`` (``args``: more options, such as
+    ``--fault slow --delay-ms 20``); returns it and its port."""
     from dsqltrace.pg import free_port
 
     spans_file.unlink(missing_ok=True)
@@ -82,13 +83,14 @@ def start_collector(spans_file: Path) -> tuple[subprocess.Popen[str], int]:
             str(port),
             "--out",
             str(spans_file),
+            *args,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert collector.stdout is not None
-    collector.stdout.readline()  # "collector listening on ..."
+    assert "listening" in collector.stdout.readline()
     return collector, port
 
 

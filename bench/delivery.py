@@ -155,21 +155,13 @@ def warm_and_cold(memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_ro
 
 def delivered(delay_ms: int) -> dict:
     """Spans delivered across freezes, idle retirement (SIGTERM) and stop; late ones."""
-    from dsqltrace.pg import free_port
+    from bench.coldstart import start_collector
     from dsqltrace.report.runs import read_spans
 
     folder = Path(tempfile.mkdtemp(prefix="dsqltrace-delivered-"))
     spans_file, records = folder / "spans.jsonl", folder / "records.jsonl"
-    port = free_port()
     collector_args = ["--fault", "slow", "--delay-ms", str(delay_ms)] if delay_ms else []
-    command = [sys.executable, "-m", "dsqltrace.collector", "--port", str(port)]
-    collector = subprocess.Popen(
-        [*command, "--out", str(spans_file), *collector_args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert collector.stdout is not None and "listening" in collector.stdout.readline()
+    collector, port = start_collector(spans_file, *collector_args)
     sent = {"after-response": 0, "periodic (retired)": 0}
 
     async def scenario(url: str, client: Any, emulator: Any) -> None:

@@ -13,7 +13,6 @@ import logging
 import queue
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ import httpx
 import pytest
 from opentelemetry.trace import SpanKind
 
-from dsqltrace.app import ROOT
 from dsqltrace.emulator import limits
 from dsqltrace.report.runs import read_spans
 from tests.lambda_events import LambdaContext, http_event
@@ -301,25 +299,9 @@ def test_no_freeze_until_the_extension_has_called_next(tmp_path: Path) -> None:
 
 
 def _collector(out: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    from dsqltrace.pg import free_port
+    from bench.coldstart import start_collector
 
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dsqltrace.collector",
-            "--port",
-            str(port),
-            "--out",
-            str(out),
-            *args,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert "listening" in process.stdout.readline()
+    process, port = start_collector(out, *args)
     return process, f"http://127.0.0.1:{port}"
 
 
