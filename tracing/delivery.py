@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from tracing.runtime import Delivery
 
 __all__ = [
+    "POST_WAIT_S",
     "REGISTER_TIMEOUT_S",
     "SHUTDOWN_BUDGET_S",
     "START_WAIT_S",
@@ -58,6 +59,8 @@ REGISTER_TIMEOUT_S = 0.05
 START_WAIT_S = 1.0
 #: What delivery may take once SIGTERM came (Lambda kills ~500 ms after it).
 SHUTDOWN_BUDGET_S = 0.4
+#: The most delivery waits, after the span's end, for the runtime to post the response.
+POST_WAIT_S = 0.1
 
 #: Ends an invocation's span at its impending timeout.
 Expire = Callable[[], None]
@@ -195,11 +198,6 @@ class AfterResponse:
             self._posted.add(request_id)
             self._cond.notify_all()
 
-    def _done(self, rid: str) -> bool:
-        """The invocation's span has ended and, where the runtime says so, its response is
-        out: from here on delivery competes with nothing the caller waits for."""
-        return rid in self._ended and (not self._hooked or rid in self._posted)
-
     def _run(self) -> None:
         try:
             while not self._closed:
@@ -225,10 +223,10 @@ class AfterResponse:
                     max(0.0, min(START_WAIT_S, deadline - time.monotonic())),
                 )
             expire = self._started.get(rid)
-            if expire is not None and not self._done(rid):
+            if expire is not None and rid not in self._ended:
                 expire_at = deadline - self._margin
                 ended = cond.wait_for(
-                    lambda: self._done(rid), max(0.0, expire_at - time.monotonic())
+                    lambda: rid in self._ended, max(0.0, expire_at - time.monotonic())
                 )
                 if not ended and self._margin > 0:
                     cond.release()
@@ -238,8 +236,13 @@ class AfterResponse:
                     finally:
                         cond.acquire()
                     cond.wait_for(lambda: rid in self._ended, max(0.0, deadline - time.monotonic()))
+            if self._hooked and rid in self._ended:
+                # The response goes out right after the span's end: let it, briefly, so
+                # that delivery does not take the GIL from it.
+                cond.wait_for(lambda: rid in self._posted, POST_WAIT_S)
             self._started.clear()
             self._ended.clear()
+            self._posted.clear()
         try:
             self._pace.deliver()
         except Exception as exc:
