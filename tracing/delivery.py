@@ -93,6 +93,9 @@ class _Pace:
     """Whether a delivery is due: always, or once per interval (or when a batch is full)."""
 
     def __init__(self, delivery: Delivery, interval_s: float | None) -> None:
+        from tracing.export import MAX_BATCH_SPANS  # once, not per invocation
+
+        self._batch = MAX_BATCH_SPANS
         self._delivery = delivery
         self._interval = interval_s
         self._last = time.monotonic()
@@ -100,17 +103,11 @@ class _Pace:
     def deliver(self) -> None:
         if self._interval is not None:
             pending = getattr(self._delivery, "pending", None)
-            full = pending is not None and pending() >= _batch_spans()
+            full = pending is not None and pending() >= self._batch
             if not full and time.monotonic() - self._last < self._interval:
                 return
         self._last = time.monotonic()
         self._delivery.flush()
-
-
-def _batch_spans() -> int:
-    from tracing.export import MAX_BATCH_SPANS
-
-    return MAX_BATCH_SPANS
 
 
 class Inline:

@@ -174,7 +174,7 @@ class _Traced:
     so one instance can be entered by several threads or asyncio tasks at once.
     """
 
-    __slots__ = ("_attributes", "_kind", "_name", "_record_exception")
+    __slots__ = ("_attributes", "_block_attributes", "_kind", "_name", "_record_exception")
 
     def __init__(
         self,
@@ -187,6 +187,8 @@ class _Traced:
         self._kind = kind
         self._record_exception = record_exception
         self._attributes = dict(attributes or {})
+        # Built once: a block entered per invocation reuses them.
+        self._block_attributes = self._attributes_of(name) if name is not None else None
 
     def _attributes_of(self, name: str) -> dict[str, types.AttributeValue]:
         return {
@@ -202,7 +204,7 @@ class _Traced:
                 "would end before the iteration; use `with traced(...)` inside it instead"
             )
         name = self._name or function.__qualname__
-        attributes = self._attributes_of(name)
+        attributes = self._block_attributes or self._attributes_of(name)
         kind = self._kind
         record = self._record_exception
         if inspect.iscoroutinefunction(function):
@@ -234,12 +236,12 @@ class _Traced:
         return wrapper  # type: ignore[return-value]
 
     def __enter__(self) -> trace.Span:
-        if self._name is None:
+        if self._name is None or self._block_attributes is None:
             raise TypeError("traced() used as a context manager needs a span name")
         scope = SpanScope(
             self._name,
             self._kind,
-            self._attributes_of(self._name),
+            self._block_attributes,
             record_exception=self._record_exception,
         )
         _open_blocks.set((*_open_blocks.get(), (id(self), scope)))
