@@ -62,16 +62,28 @@ class HttpResponse:
 
     def encode(self, *, close: bool, head: bool = False) -> bytes:
         """The response on the wire; for a HEAD request, without its body."""
+        parts = [_status_line(self.status)]
+        parts += [f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers]
+        parts.append(b"Content-Length: %d\r\n" % len(self.body))
+        parts.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
+        if not head:
+            parts.append(self.body)
+        return b"".join(parts)
+
+
+#: Status lines already encoded, by status code (a few codes, reused per response).
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
         try:
-            reason = HTTPStatus(self.status).phrase
+            reason = HTTPStatus(status).phrase
         except ValueError:
             reason = "Unknown"
-        lines = [f"HTTP/1.1 {self.status} {reason}"]
-        lines += [f"{k}: {v}" for k, v in self.headers]
-        lines.append(f"Content-Length: {len(self.body)}")
-        if close:
-            lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else self.body)
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+    return line
 
 
 Handler = Callable[[HttpRequest], "HttpResponse | Awaitable[HttpResponse]"]
@@ -104,7 +116,9 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
+        #: Bytes received while this request's head is still open (see data_received).
         self._head_bytes = 0
+        self._head_open = True
         self._body_bytes = 0
 
     # --- asyncio.Protocol --------------------------------------------------------
@@ -120,6 +134,17 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        room = MAX_HEAD - self._head_bytes
+        if self._head_open and len(data) > room:  # a large read: the head must end in room
+            self._feed(data[:room])
+            if not self._closing:
+                self._feed(data[room:])
+        else:
+            self._feed(data)
+        self._next()
+
+    def _feed(self, data: bytes) -> None:
+        queued = len(self._queue)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -127,7 +152,14 @@ class _Connection(asyncio.Protocol):
         except (httptools.HttpParserError, _Reject):
             # A callback's _Reject comes back wrapped as a parser error: its status is kept.
             self._refuse(self._rejected or 400)
-        self._next()
+        else:
+            # The head bound is kept per read, not per header line (llhttp's header
+            # callbacks are most of the parsing CPU): a read that leaves a head open
+            # counts whole, unless a request ended in it (pipelining).
+            if self._head_open and len(self._queue) == queued:
+                self._head_bytes += len(data)
+                if self._head_bytes >= MAX_HEAD:
+                    self._refuse(431)
 
     def _refuse(self, status: int) -> None:
         self._closing = True  # nothing after it on this connection is read
@@ -140,14 +172,8 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks (as few Python calls per request as llhttp allows) ------
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._head_bytes += len(url)
-        if self._head_bytes > MAX_HEAD:
-            self._reject(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_HEAD:
-            self._reject(431)
         key = name.decode("latin-1").lower()
         headers = self._headers
         if key in headers:  # a repeated field: one value, comma-joined
@@ -156,6 +182,7 @@ class _Connection(asyncio.Protocol):
             headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self._head_open = False
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY:
             self._reject(413)  # answered before the body is read
@@ -194,7 +221,7 @@ class _Connection(asyncio.Protocol):
                 result = self._handler(request)
             except Exception:  # a handler bug must not kill the server
                 result = HttpResponse(500)
-            if inspect.isawaitable(result):
+            if type(result) is not HttpResponse and inspect.isawaitable(result):
                 self._busy = True
                 task = asyncio.ensure_future(result)
                 task.add_done_callback(lambda t, c=close, h=head: self._finish(t, c, h))

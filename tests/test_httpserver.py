@@ -14,6 +14,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -155,6 +156,53 @@ def test_an_oversized_chunked_body_is_refused_before_it_is_read_whole(server) ->
         with contextlib.suppress(ConnectionResetError):
             answer = sock.recv(65536)
     assert answer == b"" or _statuses(answer) == [413]
+
+
+def test_a_head_that_trickles_past_the_bound_is_refused(server) -> None:
+    """The head bound holds across reads: one header line sent 1 KB at a time."""
+    seen = len(server.requests)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        answer = b""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(MAX_HEAD // 1024 + 8):
+                sock.sendall(b"a" * 1024)
+                time.sleep(0.001)  # separate reads on the server's side
+            sock.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert _statuses(answer) == [431]
+    assert len(server.requests) == seen
+
+
+def test_many_pipelined_requests_in_one_large_write_are_all_answered(server) -> None:
+    """A write of small pipelined requests larger than the head bound is not one big head."""
+    one = b"GET /p HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 200 + b"\r\n\r\n"
+    count = MAX_HEAD * 2 // len(one) + 1
+    answer = server.send(
+        one * count + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert _statuses(answer) == [200] * (count + 1)
+
+
+def test_a_large_body_after_a_head_split_across_reads_is_accepted(server) -> None:
+    """The head's end split between two reads, then a body larger than the head bound."""
+    body = b"\x00" * (MAX_HEAD * 3)  # no CRLF in it
+    head = b"POST /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r" % len(
+        body
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(head)
+        time.sleep(0.02)
+        sock.sendall(b"\n" + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert _statuses(answer) == [200]
+    assert server.requests[-1].body == body
 
 
 def test_a_truncated_head_then_close_leaves_the_server_serving(server) -> None:
