@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	@# setuptools warns about every editable install of a flat layout; this one is on purpose.
 	@PYTHONWARNINGS="ignore:Editable installation" \
-		$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog,local,infra]'
+		$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,datadog,local,infra,load]'
 	@touch $@
 	@echo "$(VENV) ready ($$(du -sh $(VENV) | cut -f1))"
 

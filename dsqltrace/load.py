@@ -149,7 +149,7 @@ async def run_load(
         op = rng.choices(ops, weights)[0]
         if op in ("get-one", "patch") and not ids:
             op = "post"
-        method, base, path, body = _request_for(op, write_url, read_url, rng, ids, n)
+        method, base, path, body = request_for(op, write_url, read_url, rng, ids, n)
         url = base.rstrip("/") + path
         headers = {"content-type": "application/json"} if body is not None else {}
         data = json.dumps(body).encode() if body is not None else b""
@@ -252,9 +252,20 @@ def _busy(before: tuple[int, int] | None, after: tuple[int, int] | None) -> floa
     return round((after[0] - before[0]) / (after[1] - before[1]), 3)
 
 
-def _request_for(
+#: The route each operation requests: the invocation span's name is ``{METHOD} {route}``.
+ROUTES = {
+    "post": "POST /todos",
+    "get": "GET /todos",
+    "get-one": "GET /todos/{id}",
+    "patch": "PATCH /todos/{id}",
+}
+
+
+def request_for(
     op: str, write_url: str, read_url: str, rng: random.Random, ids: list[str], n: int
 ) -> tuple[str, str, str, dict[str, Any] | None]:
+    """``(method, base URL, path, JSON body)`` of one request of operation ``op`` by user
+    ``n`` (``get-one`` and ``patch`` pick one of ``ids``, the todos created so far)."""
     if op == "post":
         return (
             "POST",

@@ -1,12 +1,14 @@
-"""``traced_handler``: one SERVER span per invocation, delivered as :mod:`tracing.delivery` says.
+"""``traced_handler``: one span per invocation, delivered as :mod:`tracing.delivery` says.
 
-For Function URL and API Gateway HTTP API (payload 2.0) events the span is
-named ``"{METHOD} {route}"`` and carries the OpenTelemetry ``faas.*``,
-``http.*``, ``url.*`` and ``cloud.*`` attributes; other events get a span
-named after the function with ``faas.trigger=other``.  The route is the API
-Gateway route key, or the first of ``routes`` that matches the path
-(``"/todos/{id}"``); unmatched paths get no route, so 404 probes cannot
-explode the number of resources.
+:mod:`tracing.triggers` reads the event: HTTP triggers (Function URL, API
+Gateway REST and HTTP APIs, ALB) give a SERVER span ``"{METHOD} {route}"``
+with the OpenTelemetry ``http.*`` and ``url.*`` attributes; SQS, SNS and
+EventBridge a CONSUMER span ``"{destination} process"`` with ``messaging.*``
+and links; schedules and anything else a SERVER span named after the
+function (``faas.trigger`` ``timer`` or ``other``).  Every span carries the
+``faas.*`` and ``cloud.*`` attributes.  The route is API Gateway's, or the
+first of ``routes`` that matches the path (``"/todos/{id}"``); unmatched
+paths get no route, so 404 probes cannot explode the number of resources.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,13 +24,13 @@ from typing import Any, TypeVar, overload
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.util import types
+from opentelemetry.trace import Link, Status, StatusCode
 
-from tracing import coldstart, names, propagation, setup
+from tracing import coldstart, names, propagation, setup, triggers
 from tracing.runtime import Runtime, logger
 from tracing.runtime import current as current_runtime
 from tracing.spans import record_error
+from tracing.triggers import RouteTable, Trigger
 
 __all__ = ["RouteTable", "traced_handler"]
 
@@ -39,30 +40,6 @@ H = TypeVar("H", bound=Callable[[Any, Any], Any])
 _MAX_REMAINING_MS = 900_000
 #: Set on the wrapper, so that wrapping twice wraps once.
 _WRAPPED = "__tracing_handler__"
-
-
-class RouteTable:
-    """Matches request paths against route templates such as ``/todos/{id}``."""
-
-    def __init__(self, routes: Iterable[str]) -> None:
-        self._exact: dict[str, str] = {}
-        self._patterns: list[tuple[re.Pattern[str], str]] = []
-        for route in routes:
-            if "{" in route:
-                regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(route))
-                self._patterns.append((re.compile(regex + "/?"), route))
-            else:
-                self._exact[route.rstrip("/") or "/"] = route
-
-    def match(self, path: str) -> str | None:
-        """The template ``path`` matches, or None."""
-        route = self._exact.get(path.rstrip("/") or "/")
-        if route is not None:
-            return route
-        for pattern, template in self._patterns:
-            if pattern.fullmatch(path):
-                return template
-        return None
 
 
 @overload
@@ -124,13 +101,21 @@ def traced_handler(
 
 
 class _Invocation:
-    __slots__ = ("done", "lock", "request_id", "rt", "span", "token")
+    __slots__ = ("done", "lock", "request_id", "rt", "span", "token", "trigger")
 
-    def __init__(self, rt: Runtime, span: trace.Span, token: object, request_id: str | None):
+    def __init__(
+        self,
+        rt: Runtime,
+        span: trace.Span,
+        token: object,
+        request_id: str | None,
+        trigger: Trigger,
+    ):
         self.rt = rt
         self.span = span
         self.token = token
         self.request_id = request_id
+        self.trigger = trigger
         self.done = False
         self.lock = threading.Lock()
 
@@ -177,19 +162,26 @@ def _start(
         now = time.time_ns()
         first = coldstart.begin_invocation()
         try:
-            name, attributes, headers = _describe(event, context, table)
+            trigger = _describe(event, context, table)
         except Exception as exc:  # a shape we did not foresee: a plain span all the same
             logger.debug("tracing: could not describe the event: %s", exc)
-            name, attributes, headers = _fallback_description(context)
+            trigger = _fallback(context)
+        attributes = trigger.attributes
         attributes[names.FAAS_COLDSTART] = bool(first and first.coldstart)
         if first is not None and not first.coldstart:
             attributes[names.INIT_TYPE] = first.initialization_type
             attributes[names.PROACTIVE_INIT] = first.proactive
         # Never the current context: a span leaked by anything before must not become
         # this invocation's parent.
-        parent = propagation.extract(headers) or Context()
+        parent = propagation.extract(trigger.parent) or Context()
+        links = _links(trigger)
         span = rt.tracer.start_span(
-            name, context=parent, kind=SpanKind.SERVER, attributes=attributes, start_time=now
+            trigger.name,
+            context=parent,
+            kind=trigger.kind,
+            attributes=attributes,
+            links=links,
+            start_time=now,
         )
     except Exception as exc:
         logger.warning("tracing: could not start the invocation span: %s", exc)
@@ -200,6 +192,7 @@ def _start(
         span,
         otel_context.attach(trace.set_span_in_context(span)),
         request_id if isinstance(request_id, str) else None,
+        trigger,
     )
     try:
         mode = rt.mode
@@ -231,7 +224,13 @@ def _finish(invocation: _Invocation, result: Any, exc: BaseException | None) -> 
             try:
                 if exc is not None:
                     record_error(span, exc)
-                elif span.is_recording():
+                elif not span.is_recording():
+                    pass
+                elif invocation.trigger.batch:
+                    failed = triggers.batch_failures(result)
+                    if failed is not None:
+                        span.set_attribute(names.BATCH_ITEM_FAILURES, failed)
+                elif invocation.trigger.http:
                     status = _status_code(result)
                     if status is not None:
                         span.set_attribute(names.HTTP_RESPONSE_STATUS_CODE, status)
@@ -300,30 +299,29 @@ def _resource_id(arn: str) -> tuple[str, str | None]:
     return ":".join(parts[:7] + ([version] if version else [])), qualifier
 
 
-def _fallback_description(
-    context: Any,
-) -> tuple[str, dict[str, types.AttributeValue], Mapping[str, str] | None]:
-    function = _function_name(context)
-    return (
-        function,
-        {
-            names.DD_OPERATION_NAME: names.OPERATION_LAMBDA,
-            names.FAAS_TRIGGER: "other",
-            names.DD_RESOURCE_NAME: function,
-        },
-        None,
-    )
+def _fallback(context: Any) -> Trigger:
+    return triggers.describe(None, _NO_ROUTES, _function_name(context))
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+_NO_ROUTES = RouteTable(())
 
 
-def _describe(
-    event: Any, context: Any, table: RouteTable
-) -> tuple[str, dict[str, types.AttributeValue], Mapping[str, str] | None]:
-    """Span name, attributes and headers of an invocation."""
-    name, attrs, _ = _fallback_description(context)
+def _links(trigger: Trigger) -> list[Link] | None:
+    """Links to the contexts the trigger names (SQS messages), valid ones only."""
+    if not trigger.links:
+        return None
+    links = []
+    for carrier, attributes in trigger.links:
+        context = propagation.extract_span_context(carrier)
+        if context is not None:
+            links.append(Link(context, attributes or None))
+    return links or None
+
+
+def _describe(event: Any, context: Any, table: RouteTable) -> Trigger:
+    """The trigger, with the attributes the Lambda context gives."""
+    trigger = triggers.describe(event, table, _function_name(context))
+    attrs = trigger.attributes
     request_id = _text(context, "aws_request_id")
     if request_id:
         attrs[names.FAAS_INVOCATION_ID] = request_id
@@ -336,37 +334,4 @@ def _describe(
         parts = arn.split(":")
         if len(parts) > 4 and parts[4]:
             attrs[names.CLOUD_ACCOUNT_ID] = parts[4]
-    event = _mapping(event)
-    http = _mapping(_mapping(event.get("requestContext")).get("http"))
-    if not http:
-        return name, attrs, None
-    headers = {k: v for k, v in _mapping(event.get("headers")).items() if isinstance(v, str)}
-    method = http.get("method")
-    method = method.upper() if isinstance(method, str) and method else "GET"
-    path = http.get("path") or event.get("rawPath")
-    path = path if isinstance(path, str) and path else "/"
-    route_key = event.get("routeKey")
-    route: str | None = None
-    if isinstance(route_key, str) and " " in route_key:
-        route = route_key.split(" ", 1)[1]
-    if route is None or route == "$default":
-        route = table.match(path)
-    name = f"{method} {route}" if route else method
-    attrs.update(
-        {
-            names.FAAS_TRIGGER: "http",
-            names.HTTP_REQUEST_METHOD: method,
-            names.URL_PATH: path,
-            names.DD_RESOURCE_NAME: name,
-            names.DD_SPAN_TYPE: "serverless",
-        }
-    )
-    if route:
-        attrs[names.HTTP_ROUTE] = route
-    agent = http.get("userAgent") or headers.get("user-agent")
-    if isinstance(agent, str) and agent:
-        attrs[names.USER_AGENT_ORIGINAL] = agent
-    source = http.get("sourceIp")
-    if isinstance(source, str) and source:
-        attrs[names.CLIENT_ADDRESS] = source
-    return name, attrs, headers
+    return trigger

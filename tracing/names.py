@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "BATCH_ITEM_FAILURES",
     "CLIENT_ADDRESS",
     "CLOUD_ACCOUNT_ID",
     "CLOUD_PLATFORM",
@@ -62,6 +63,7 @@ __all__ = [
     "FAAS_INVOCATION_ID",
     "FAAS_MAX_MEMORY",
     "FAAS_NAME",
+    "FAAS_TIME",
     "FAAS_TRIGGER",
     "FAAS_VERSION",
     "HTTP_REQUEST_METHOD",
@@ -71,6 +73,12 @@ __all__ = [
     "INIT_TYPE",
     "INVOKED_ALIAS",
     "LAMBDA_INIT",
+    "MESSAGING_BATCH_MESSAGE_COUNT",
+    "MESSAGING_DESTINATION_NAME",
+    "MESSAGING_MESSAGE_ID",
+    "MESSAGING_OPERATION_NAME",
+    "MESSAGING_OPERATION_TYPE",
+    "MESSAGING_SYSTEM",
     "OPERATION_DB_QUERY",
     "OPERATION_LAMBDA",
     "OPERATION_NAMES",
@@ -151,6 +159,13 @@ DB_COLLECTION_NAME: Final = "db.collection.name"
 DB_QUERY_TEXT: Final = "db.query.text"
 DB_RESPONSE_STATUS_CODE: Final = "db.response.status_code"
 DB_RESPONSE_RETURNED_ROWS: Final = "db.response.returned_rows"
+FAAS_TIME: Final = "faas.time"
+MESSAGING_SYSTEM: Final = "messaging.system"
+MESSAGING_OPERATION_TYPE: Final = "messaging.operation.type"
+MESSAGING_OPERATION_NAME: Final = "messaging.operation.name"
+MESSAGING_DESTINATION_NAME: Final = "messaging.destination.name"
+MESSAGING_BATCH_MESSAGE_COUNT: Final = "messaging.batch.message_count"
+MESSAGING_MESSAGE_ID: Final = "messaging.message.id"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 
@@ -174,3 +189,5 @@ INIT_TYPE: Final = "aws.lambda.initialization_type"
 #: The alias the function was invoked through (``cloud.resource_id`` has the version).
 INVOKED_ALIAS: Final = "aws.lambda.invoked_alias"
 PROACTIVE_INIT: Final = "aws.lambda.proactive_initialization"
+#: How many messages a partial batch response (``batchItemFailures``) reported as failed.
+BATCH_ITEM_FAILURES: Final = "aws.lambda.batch_item_failures"

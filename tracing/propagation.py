@@ -17,26 +17,32 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 
 from tracing.runtime import logger
 
-__all__ = ["extract"]
+__all__ = ["MAX_64", "extract", "extract_span_context", "from_datadog", "sqs_message_attributes"]
 
 _HEX = frozenset("0123456789abcdef")
-_MAX_64 = (1 << 64) - 1
+MAX_64 = (1 << 64) - 1
 #: The most digits a 64-bit decimal id has.
 _MAX_DIGITS = 20
 
 
 def extract(headers: Mapping[str, str] | None) -> Context | None:
     """The remote parent named by ``headers`` (lower-case keys), or None."""
-    if not headers:
-        return None
-    try:
-        ctx = _from_traceparent(headers) or _from_datadog(headers)
-    except Exception as exc:  # whatever arrives, a new trace starts
-        logger.debug("tracing: ignoring a malformed trace context: %s", exc)
-        return None
+    ctx = extract_span_context(headers)
     if ctx is None:
         return None
     return trace.set_span_in_context(NonRecordingSpan(ctx))
+
+
+def extract_span_context(headers: Mapping[str, str] | None) -> SpanContext | None:
+    """The remote span context named by ``headers`` (lower-case keys), or None: what
+    a link points to."""
+    if not headers:
+        return None
+    try:
+        return _from_traceparent(headers) or from_datadog(headers)
+    except Exception as exc:  # whatever arrives, a new trace starts
+        logger.debug("tracing: ignoring a malformed trace context: %s", exc)
+        return None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -49,7 +55,7 @@ def _decimal(text: str) -> int | None:
     if not (0 < len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit()):
         return None
     value = int(text)
-    return value if 0 < value <= _MAX_64 else None
+    return value if 0 < value <= MAX_64 else None
 
 
 def _from_traceparent(headers: Mapping[str, str]) -> SpanContext | None:
@@ -86,7 +92,7 @@ def _from_traceparent(headers: Mapping[str, str]) -> SpanContext | None:
     )
 
 
-def _from_datadog(headers: Mapping[str, str]) -> SpanContext | None:
+def from_datadog(headers: Mapping[str, str]) -> SpanContext | None:
     low = _decimal(_header(headers, "x-datadog-trace-id"))
     span_id = _decimal(_header(headers, "x-datadog-parent-id"))
     if low is None or span_id is None:
@@ -109,3 +115,20 @@ def _from_datadog(headers: Mapping[str, str]) -> SpanContext | None:
         is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
     )
+
+
+def sqs_message_attributes(span: trace.Span | None = None) -> dict[str, dict[str, str]]:
+    """SQS message attributes carrying ``span``'s context (default: the current span), in
+    the ``traceparent`` attribute :mod:`tracing.triggers` reads on the consumer's side;
+    empty when there is no valid span.  Merge them into ``MessageAttributes`` of
+    ``send_message`` (the botocore instrumentation writes them for SNS, not for SQS)::
+
+        sqs.send_message(QueueUrl=url, MessageBody=body,
+                         MessageAttributes={**mine, **sqs_message_attributes()})
+    """
+    context = (span or trace.get_current_span()).get_span_context()
+    if not context.is_valid:
+        return {}
+    flags = "01" if context.trace_flags.sampled else "00"
+    value = f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
+    return {"traceparent": {"DataType": "String", "StringValue": value}}

@@ -13,11 +13,11 @@ from opentelemetry.util import types
 from tracing import coldstart, logs, names, runtime
 from tracing.config import TracingConfig
 from tracing.deadline import DeadlineWatch
-from tracing.runtime import NAME, VERSION, NoDelivery, Runtime, logger
+from tracing.runtime import NAME, VERSION, Delivery, NoDelivery, Runtime, logger
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
     from opentelemetry.sdk.trace.sampling import Sampler
 
     from tracing.delivery import DeliveryMode
@@ -34,16 +34,29 @@ __all__ = [
 
 
 def setup_tracing(
-    config: TracingConfig | None = None, /, *, sender: SpanSender | None = None
+    config: TracingConfig | None = None,
+    /,
+    *,
+    sender: SpanSender | None = None,
+    processors: Sequence[SpanProcessor] = (),
 ) -> TracingConfig:
     """Install tracing for this process and return the settings in force.
 
     ``config`` defaults to ``TracingConfig()``: every setting from its environment
     variable, else its default (see :mod:`tracing.config`).  ``sender`` replaces the
     configured exporter (tests, or a destination of your own); spans then reach it
-    through the same bounded delivery.  A second call changes nothing and returns
-    the settings of the first.  Never raises: on an internal error tracing is left
+    through the same bounded delivery.  ``processors`` are OpenTelemetry SDK span
+    processors of your own (a ``BatchSpanProcessor`` with another exporter, say),
+    added to the toolkit's provider after its own: they see every span, and each
+    delivery calls their ``force_flush`` with what is left of the same flush
+    bound, after the toolkit's spans went out (ignored, with a warning, by the
+    ``datadog`` exporter).  A second call changes nothing and returns the
+    settings of the first.  Never raises: on an internal error tracing is left
     off and one warning is logged.
+
+    With the ``datadog`` exporter and ``OTEL_PROPAGATORS`` unset, outgoing calls
+    made through OpenTelemetry instrumentations carry Datadog's headers beside
+    W3C Trace Context (:mod:`tracing.datadog_propagator`).
     """
     rt = runtime.current()
     if rt is not None:
@@ -58,9 +71,15 @@ def setup_tracing(
         if config.exporter == "datadog" and sender is None:
             from tracing.datadog import datadog_runtime
 
+            if processors:
+                logger.warning("tracing: the datadog exporter ignores extra span processors")
             rt = datadog_runtime(config)
         else:
-            rt = _sdk_runtime(config, sender)
+            rt = _sdk_runtime(config, sender, processors)
+        if config.exporter == "datadog" and not os.environ.get("OTEL_PROPAGATORS"):
+            from tracing import datadog_propagator
+
+            datadog_propagator.install()
     except Exception as exc:
         logger.warning("tracing: setup failed, tracing is off: %s", exc)
         runtime.install(Runtime(config, trace.NoOpTracer()))
@@ -184,7 +203,9 @@ def make_processor(
     )
 
 
-def _sdk_runtime(config: TracingConfig, sender: SpanSender | None) -> Runtime:
+def _sdk_runtime(
+    config: TracingConfig, sender: SpanSender | None, processors: Sequence[SpanProcessor] = ()
+) -> Runtime:
     from opentelemetry.sdk.trace import TracerProvider
 
     provider = TracerProvider(
@@ -199,8 +220,45 @@ def _sdk_runtime(config: TracingConfig, sender: SpanSender | None) -> Runtime:
         rt.delivery = processor
     else:
         rt.delivery = NoDelivery()
+    if processors:
+        for extra in processors:
+            provider.add_span_processor(extra)
+        rt.delivery = _AlsoFlushing(rt.delivery, processors, config.flush_timeout_ms / 1000.0)
     runtime.set_global_provider(provider)
     return rt
+
+
+class _AlsoFlushing:
+    """The toolkit's delivery, then the user's processors' ``force_flush``, in one bound."""
+
+    def __init__(
+        self, first: Delivery, processors: Sequence[SpanProcessor], default_timeout_s: float
+    ) -> None:
+        self._first = first
+        self._processors = tuple(processors)
+        self._default = default_timeout_s
+
+    def flush(self, timeout: float | None = None) -> bool:
+        deadline = time.monotonic() + (self._default if timeout is None else timeout)
+        done = self._first.flush(timeout)
+        for processor in self._processors:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return False
+            try:
+                done = bool(processor.force_flush(left_ms)) and done
+            except Exception as exc:  # a processor of the user's must not break delivery
+                logger.warning("tracing: a span processor failed to flush: %s", exc)
+                done = False
+        return done
+
+    def shutdown(self) -> None:
+        self._first.shutdown()
+        for processor in self._processors:
+            try:
+                processor.shutdown()
+            except Exception as exc:
+                logger.warning("tracing: a span processor failed to shut down: %s", exc)
 
 
 def _sender(config: TracingConfig) -> SpanSender:
