@@ -79,7 +79,7 @@ delivery: install
 httpbench: install
 	$(BIN)/python -m bench.httpserver $(ARGS) | tee bench/results/httpserver.txt
 
-# The reliability figures of the README: fault, fuzz and secret suites, tabulated.
+# The reliability figures of docs/reliability.md: fault, fuzz and secret suites, tabulated.
 reliability: install
 	$(BIN)/python -m bench.reliability
 

@@ -1,4 +1,4 @@
-"""Figures the reliability suite measures, collected for `make reliability` (and the README).
+"""Figures the reliability suite measures, collected for `make reliability` (and docs/reliability.md).
 
 When ``DSQLTRACE_FIGURES`` names a file, :func:`record` appends one JSON line to
 it; otherwise it does nothing (the tests' assertions are the same either way).

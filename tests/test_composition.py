@@ -153,8 +153,8 @@ def test_botocore_spans_join_the_trace_and_sns_carries_w3c_context(
 
         @traced_handler
         def handler(event, context):
-            boto3.client("dynamodb", endpoint_url=service.url).list_tables()
-            boto3.client("sns", endpoint_url=service.url).publish(
+            boto3.session.Session().client("dynamodb", endpoint_url=service.url).list_tables()
+            boto3.session.Session().client("sns", endpoint_url=service.url).publish(
                 TopicArn="arn:aws:sns:us-east-1:123456789012:todos", Message="created"
             )
             return {"statusCode": 200}

@@ -1,4 +1,5 @@
-"""The README's tables and the config docstring agree with the code."""
+"""The reference page's tables and the config docstring agree with the code; the README
+keeps the two commands and links every page of docs/."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from tests.agent import ROOT
 from tracing import config, names
 
 README = (ROOT / "README.md").read_text()
+REFERENCE = (ROOT / "docs" / "reference.md").read_text()
 #: Reads of the environment in the project's code (not writes for child processes).
 _READS = (
     re.compile(r"""(?:environ|env)\.get\(\s*["']([A-Z_][A-Z0-9_]*)["']"""),
@@ -20,10 +22,10 @@ _READS = (
 _PASSED_ON = {"PATH"}
 
 
-def _section(title: str) -> str:
-    start = README.index(f"## {title}")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end > 0 else None]
+def _section(title: str, text: str = REFERENCE) -> str:
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
 
 
 def test_span_table_matches_the_names_modules() -> None:
@@ -52,7 +54,7 @@ def test_every_setting_is_in_the_docstring_and_the_readme() -> None:
 
 def test_every_variable_the_project_reads_is_documented() -> None:
     read: dict[str, str] = {}
-    for folder in ("tracing", "handlers", "dsqltrace", "infra"):
+    for folder in ("tracing", "handlers", "dsqltrace", "infra", "loadtest"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
             for pattern in _READS:
@@ -68,7 +70,25 @@ def test_every_variable_the_project_reads_is_documented() -> None:
 
 
 def test_the_two_commands_are_in_the_readme() -> None:
-    commands = _section("The two commands")
+    commands = _section("The two commands", README)
     assert "make demo" in commands and "make test" in commands
     ci = (ROOT / ".ci/run").read_text()
     assert "make test" in ci
+
+
+def test_the_readme_links_every_page_and_every_link_resolves() -> None:
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")}
+    linked = set(re.findall(r"\]\(docs/([a-z-]+\.md)(?:#[a-z0-9-]+)?\)", README))
+    assert linked == pages
+    assert len(README.splitlines()) < 150  # a guide, not a lab notebook
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        text = page.read_text()
+        for target, anchor in re.findall(r"\]\(((?:docs/)?[a-z-]+\.md)?(?:#([a-z0-9-]+))?\)", text):
+            if not target and not anchor:
+                continue
+            path = (page.parent / target) if target else page
+            assert path.exists(), (page.name, target)
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
+                slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+                assert anchor in slugs, (page.name, target, anchor)

@@ -197,3 +197,25 @@ def test_real_asset_holds_only_runtime_code(tmp_path: Path) -> None:
     assert not names & {"boto3", "botocore", "ddtrace", "dsqltrace", "requests", "google", "grpc"}
     assert any("aarch64" in p.name for p in folder.rglob("*.so*"))
     assert size_of(folder) < 30e6
+
+
+def test_real_asset_ships_bytecode_for_lambdas_python(tmp_path: Path) -> None:
+    """Lambda's code folder is read-only: without .pyc files every cold start compiles."""
+    import importlib.util
+
+    from infra.asset import build, find_interpreter
+
+    if find_interpreter("3.13") is None:
+        pytest.skip("no Python 3.13 interpreter on this machine: the asset has no bytecode")
+    folder = build(tmp_path / "asset", arch="arm64", python="3.13")
+    sources = [p for p in (folder / "tracing").glob("*.py")]
+    assert sources
+    magic = None
+    for source in sources:
+        pyc = source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc"
+        header = pyc.read_bytes()[:16]
+        flags = int.from_bytes(header[4:8], "little")
+        assert flags == 0b01, (pyc, flags)  # hash-based, not checked against the source
+        magic = header[:4]
+    assert magic != importlib.util.MAGIC_NUMBER  # 3.13's bytecode, not this interpreter's
+    assert (folder / "opentelemetry" / "sdk" / "trace" / "__pycache__").is_dir()

@@ -19,18 +19,24 @@ In the handler module, before anything else that should be traced::
     def handler(event, context):
         ...
 
-Every invocation gets one SERVER span (``POST /todos``); the first one also
-the back-dated ``aws.lambda.init`` span with the phases init went through.
+Every invocation gets one span named for its trigger (``POST /todos`` for
+HTTP, ``orders process`` for SQS, SNS and EventBridge; :mod:`tracing.triggers`);
+the first one also the back-dated ``aws.lambda.init`` span with the phases
+init went through.  Instrumentations turned on beside it (botocore,
+requests, psycopg...) use the same provider and delivery; your own span
+processors go in ``setup_tracing(processors=[...])``.
 Spans are delivered when the invocation ends, within a bounded flush
 (``DSQLTRACE_FLUSH_TIMEOUT_MS``), whatever the collector does.  Settings come
 from :class:`TracingConfig`: argument, then the ``OTEL_*``/``DD_*``/``DSQLTRACE_*``
 variables (see :mod:`tracing.config`), then defaults.
 
 Modules, in the order a request meets them: :mod:`tracing.handler` (the
-invocation span), :mod:`tracing.propagation` (incoming context),
+invocation span), :mod:`tracing.triggers` (which event),
+:mod:`tracing.propagation` (incoming context),
 :mod:`tracing.coldstart`, :mod:`tracing.spans` (``traced``), :mod:`tracing.db`
 (psycopg; imported only when you import it), :mod:`tracing.export` and
-:mod:`tracing.otlp` (delivery), :mod:`tracing.datadog`; and around them
+:mod:`tracing.otlp` (delivery), :mod:`tracing.datadog` and
+:mod:`tracing.datadog_propagator`; and around them
 :mod:`tracing.config`, :mod:`tracing.setup`, :mod:`tracing.runtime`,
 :mod:`tracing.names`, :mod:`tracing.deadline`, :mod:`tracing.logs`,
 :mod:`tracing.testing`.

@@ -2,7 +2,7 @@
 
 Each setting is declared once, as a field of :class:`TracingConfig` with its
 variables, default, parser and doc; :func:`settings` lists them (the docs test
-checks this docstring and the README against that list).
+checks this docstring and docs/reference.md against that list).
 
 Environment variables
 ---------------------

@@ -2,7 +2,7 @@
 
 Code, tests, dashboards and docs take their names from here (the Todo
 application's own span names live in ``handlers/names.py``).  Dashboards are
-validated against :data:`OPERATION_NAMES`, and the README's span table is
+validated against :data:`OPERATION_NAMES`, and the span table of docs/reference.md is
 checked against this module by the tests.
 
 Two kinds of name, kept apart:
