@@ -4,9 +4,11 @@
                              [--out bench/results/delivery.md]      # or: make delivery
 
 The same handler (``bench/apps/emulated.py``: three spans around 2 ms of
-waiting) runs in the emulator as three functions: untraced
-(``OTEL_SDK_DISABLED=true``), traced with ``after-response`` delivery, and
-traced ``inline``.  Each is run at 1,769 MB (one full vCPU) and at 256 MB (a
+waiting) runs in the emulator as four functions: untraced
+(``OTEL_SDK_DISABLED=true``), traced with ``after-response`` delivery, traced
+``inline``, and traced with the ``stdout-otlp`` exporter (one log line per
+invocation, forwarded by the emulator's log subscription, as CloudWatch Logs
+would).  Each is run at 1,769 MB (one full vCPU) and at 256 MB (a
 seventh of one: CPU-limited per environment, as in Lambda), against a
 receiver that answers at once (as the Datadog extension does) and one that
 takes 20 ms.  Warm requests alternate between the functions in rounds; every
@@ -50,6 +52,8 @@ VARIANTS = {
     "untraced": {"OTEL_SDK_DISABLED": "true"},
     "after-response": {"DSQLTRACE_DELIVERY": "after-response"},
     "inline": {"DSQLTRACE_DELIVERY": "inline"},
+    # Log-based: one line per invocation, forwarded by the emulator's log subscription.
+    "stdout-otlp": {"OTEL_TRACES_EXPORTER": "stdout-otlp", "DSQLTRACE_DELIVERY": "inline"},
 }
 RECEIVERS = {"at once": 0, "20 ms": 20}
 MEMORY = (1769, 256)
@@ -221,6 +225,10 @@ def cpu_in_process(warm: int) -> dict[str, float]:
         "untraced": ("bench.apps.untraced", {}),
         "inline": ("bench.apps.traced", {"DSQLTRACE_DELIVERY": "inline"}),
         "periodic,1000": ("bench.apps.traced", {"DSQLTRACE_DELIVERY": "periodic,1000"}),
+        "stdout-otlp (inline)": (
+            "bench.apps.traced",
+            {"OTEL_TRACES_EXPORTER": "stdout-otlp", "DSQLTRACE_DELIVERY": "inline"},
+        ),
         "spans only (no export)": ("bench.apps.traced", {"OTEL_TRACES_EXPORTER": "none"}),
     }
     cpu: dict[str, list[float]] = {name: [] for name in variants}

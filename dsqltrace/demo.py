@@ -128,7 +128,13 @@ def run(args: argparse.Namespace) -> int:
         _step("embedded PostgreSQL, schema")
         server, db_env = local_database()
         _step("local OTLP collector; Lambda emulator with todo-insert and todo-select")
-        url = start_services(processes, out, {**os.environ, **db_env}, memory_mb=args.memory)
+        url = start_services(
+            processes,
+            out,
+            {**os.environ, **db_env},
+            memory_mb=args.memory,
+            extra_env={"OTEL_TRACES_EXPORTER": args.exporter},
+        )
         _step(
             f"load: {args.users} virtual users for {args.duration:g} s ({args.mix}) against {url}"
         )
@@ -185,6 +191,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mix", default="post=1,get=1", help="operation weights (default post=1,get=1)"
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=("otlp", "stdout-otlp"),
+        default="otlp",
+        help="how the functions deliver spans: OTLP to the collector (default), or one "
+        "otlp-stdout log line per export, forwarded to it by the emulator's log subscription",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("report"), help="run folder (default report/)"

@@ -18,28 +18,17 @@ Two ways to sign, with the same result byte for byte:
 from __future__ import annotations
 
 import datetime
-import hashlib
-import hmac
 import logging
 import os
 from typing import Any
-from urllib.parse import quote
 
 from tracing import names, traced
+from tracing.sigv4 import Credentials, presign_query
 
 __all__ = ["TOKEN_LIFETIME_S", "TokenGenerator", "presign"]
 
 
 TOKEN_LIFETIME_S = 900
-_EMPTY_PAYLOAD = hashlib.sha256(b"").hexdigest()
-
-
-def _quote(value: str) -> str:
-    return quote(value, safe="-_.~")
-
-
-def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
 
 
 def presign(
@@ -56,35 +45,20 @@ def presign(
     """A DSQL auth token: ``hostname/?Action=...&X-Amz-...&X-Amz-Signature=...``.
 
     Signs as botocore's ``generate_db_connect[_admin]_auth_token`` does (SigV4
-    query signing, service ``dsql``, ``GET /``, only ``host`` signed).
+    query signing, service ``dsql``, ``GET /``, only ``host`` signed), with
+    :func:`tracing.sigv4.presign_query`.
     """
-    moment = (now or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC)
-    amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
-    day = amz_date[:8]
-    scope = f"{day}/{region}/dsql/aws4_request"
-    params = [
-        ("Action", action),
-        ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
-        ("X-Amz-Credential", f"{access_key}/{scope}"),
-        ("X-Amz-Date", amz_date),
-        ("X-Amz-Expires", str(expires_in)),
-        ("X-Amz-SignedHeaders", "host"),
-    ]
-    if session_token is not None:
-        params.append(("X-Amz-Security-Token", session_token))
-    encoded = [(_quote(k), _quote(v)) for k, v in params]
-    canonical_query = "&".join(f"{k}={v}" for k, v in sorted(encoded))
-    canonical_request = f"GET\n/\n{canonical_query}\nhost:{hostname}\n\nhost\n{_EMPTY_PAYLOAD}"
-    string_to_sign = (
-        f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"
-        + hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
+    credentials = Credentials(access_key, secret_key, session_token)
+    query = presign_query(
+        hostname,
+        region,
+        "dsql",
+        [("Action", action)],
+        credentials,
+        expires_in=expires_in,
+        now=now,
     )
-    key = _hmac(f"AWS4{secret_key}".encode(), day)
-    for part in (region, "dsql", "aws4_request"):
-        key = _hmac(key, part)
-    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    query = "&".join(f"{k}={v}" for k, v in encoded)
-    return f"{hostname}/?{query}&X-Amz-Signature={signature}"
+    return f"{hostname}/?{query}"
 
 
 class _NoSigningDetails(logging.Filter):

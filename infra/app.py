@@ -41,6 +41,8 @@ def settings_from_context(app: cdk.App) -> Settings:
         deletion_protection=_bool(ctx("deletionProtection"), True),
         log_retention_days=int(ctx("logRetentionDays") or 14),
         tracing=_bool(ctx("tracing"), True),
+        exporter=str(ctx("exporter") or "datadog"),
+        forward_to=str(ctx("forwardTo")) if ctx("forwardTo") else None,
     )
 
 

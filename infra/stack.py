@@ -9,7 +9,12 @@ Settings come from CDK context (``cdk.json``, or ``-c key=value``):
 - ``dbUser`` ("admin"; another role gets ``dsql:DbConnect`` instead of ``dsql:DbConnectAdmin``);
 - ``deletionProtection`` (true), ``logRetentionDays`` (14);
 - ``tracing`` (true): false deploys the same functions untraced (``OTEL_SDK_DISABLED``,
-  no Datadog extension, no secret), the baseline for measuring what tracing costs.
+  no Datadog extension, no secret), the baseline for measuring what tracing costs;
+- ``exporter`` ("datadog"): where spans go.  ``datadog``: OTLP to the Datadog Lambda
+  Extension (layer, API key secret); ``xray``: AWS's OTLP endpoint, SigV4-signed
+  (``xray:PutTraceSegments``, no layer, no secret); ``stdout-otlp``: one log line per
+  export (no layer, no secret), and with ``forwardTo`` (a collector's OTLP/HTTP URL) a
+  forwarder function subscribed to both log groups that posts the lines' spans there.
 
 The Datadog API key is never in the template: the deployer passes the ARN of a
 Secrets Manager secret (parameter ``DatadogSecretArn``), which the
@@ -25,9 +30,13 @@ from aws_cdk import aws_dsql as dsql
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_logs_destinations as logs_destinations
 from constructs import Construct
 
 DATADOG_ACCOUNT = "464622532012"
+EXPORTERS = ("datadog", "xray", "stdout-otlp")
+#: The CloudWatch Logs filter pattern that selects otlp-stdout lines.
+STDOUT_OTLP_PATTERN = '"__otel_otlp_stdout"'
 FUNCTIONS = {
     "Insert": ("handlers.insert.handler", "POST, PATCH, DELETE /todos"),
     "Select": ("handlers.select.handler", "GET /todos"),
@@ -53,7 +62,20 @@ class Settings:
     deletion_protection: bool = True
     log_retention_days: int = 14
     tracing: bool = True
+    exporter: str = "datadog"
+    forward_to: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}")
+        if self.forward_to is not None and self.exporter != "stdout-otlp":
+            raise ValueError("forwardTo needs exporter=stdout-otlp")
+
+    @property
+    def datadog(self) -> bool:
+        """Traced through the Datadog extension (its layer and its API key secret)."""
+        return self.tracing and self.exporter == "datadog"
 
 
 def datadog_extension_arn(region: str, architecture: str, version: str) -> str:
@@ -87,10 +109,11 @@ class TodoApiStack(Stack):
                     datadog_extension_arn(Aws.REGION, s.architecture, s.datadog_extension_version),
                 )
             ]
-            if s.tracing
+            if s.datadog
             else []
         )
         code = lambda_.Code.from_asset(s.asset_dir)
+        forwarder = self._forwarder(s, code, arm) if s.forward_to else None
         auth = (
             lambda_.FunctionUrlAuthType.NONE
             if s.public_urls
@@ -136,20 +159,62 @@ class TodoApiStack(Stack):
             function.add_to_role_policy(
                 iam.PolicyStatement(actions=[connect_action], resources=[cluster.attr_resource_arn])
             )
-            if s.tracing:
+            if s.datadog:
                 function.add_to_role_policy(
                     iam.PolicyStatement(
                         actions=["secretsmanager:GetSecretValue"],
                         resources=[environment["DD_API_KEY_SECRET_ARN"]],
                     )
                 )
+            elif s.tracing and s.exporter == "xray":
+                # X-Ray has no resource-level permissions for this action.
+                function.add_to_role_policy(
+                    iam.PolicyStatement(actions=["xray:PutTraceSegments"], resources=["*"])
+                )
+            if forwarder is not None:
+                logs.SubscriptionFilter(
+                    self,
+                    f"{name}SpansToForwarder",
+                    log_group=log_group,
+                    destination=logs_destinations.LambdaDestination(forwarder),
+                    filter_pattern=logs.FilterPattern.literal(STDOUT_OTLP_PATTERN),
+                )
             url = function.add_function_url(auth_type=auth, cors=cors)
             CfnOutput(self, f"{name}Url", value=url.url, description=f"Function URL: {routes}")
         CfnOutput(self, "ClusterEndpoint", value=cluster.attr_endpoint)
         CfnOutput(self, "ClusterArn", value=cluster.attr_resource_arn)
 
+    def _forwarder(self, s: Settings, code: lambda_.Code, arm: bool) -> lambda_.Function:
+        """The function that posts the otlp-stdout lines' spans to ``forwardTo``."""
+        log_group = logs.LogGroup(self, "ForwarderLogs", retention=_retention(s.log_retention_days))
+        return lambda_.Function(
+            self,
+            "ForwarderFunction",
+            description="Forwards otlp-stdout log lines to an OTLP/HTTP collector",
+            runtime=lambda_.Runtime.PYTHON_3_13,
+            architecture=lambda_.Architecture.ARM_64 if arm else lambda_.Architecture.X86_64,
+            handler="tracing.forwarder.handler",
+            code=code,
+            memory_size=128,
+            timeout=Duration.seconds(30),
+            # Not traced itself: its spans would be log lines it forwards again.
+            environment={"FORWARD_ENDPOINT": str(s.forward_to), "OTEL_SDK_DISABLED": "true"},
+            log_group=log_group,
+        )
+
     def _tracing_environment(self, s: Settings) -> dict[str, str]:
-        """Spans go by OTLP/HTTP to the Datadog extension, whose API key is in a secret."""
+        """Where spans go: the Datadog extension (API key in a secret), AWS's OTLP
+        endpoint, or the function's log lines."""
+        service = {"DD_SERVICE": s.service, "DD_ENV": s.env, "DD_VERSION": s.version}
+        if s.exporter == "xray":
+            return {**service, "OTEL_TRACES_EXPORTER": "xray"}
+        if s.exporter == "stdout-otlp":
+            endpoint = s.forward_to or "http://localhost:4318/v1/traces"
+            return {
+                **service,
+                "OTEL_TRACES_EXPORTER": "stdout-otlp",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
+            }
         api_key_secret = CfnParameter(
             self,
             "DatadogSecretArn",

@@ -151,6 +151,60 @@ def test_untraced_baseline_has_no_extension_and_no_secret(tmp_path: Path) -> Non
     assert "secretsmanager" not in json.dumps(template.find_resources("AWS::IAM::Policy"))
 
 
+def test_xray_exporter_signs_to_aws_without_the_datadog_layer(tmp_path: Path) -> None:
+    """``-c exporter=xray``: spans to AWS's OTLP endpoint; xray:PutTraceSegments, no layer."""
+    template, _, _ = synth(tmp_path, exporter="xray")
+    assert "DatadogSecretArn" not in template.to_json().get("Parameters", {})
+    for function in functions(template).values():
+        props = function["Properties"]
+        assert "Layers" not in props
+        env = props["Environment"]["Variables"]
+        assert env["OTEL_TRACES_EXPORTER"] == "xray"
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env  # the region's endpoint, by default
+        assert "DD_API_KEY_SECRET_ARN" not in env
+    policies = json.dumps(template.find_resources("AWS::IAM::Policy"))
+    assert policies.count('"xray:PutTraceSegments"') == 2
+    assert "secretsmanager" not in policies
+
+
+def test_stdout_otlp_exporter_with_a_forwarder_subscribed_to_both_log_groups(
+    tmp_path: Path,
+) -> None:
+    from infra.stack import STDOUT_OTLP_PATTERN
+
+    url = "https://otlp.example.com/v1/traces"
+    template, _, _ = synth(tmp_path, exporter="stdout-otlp", forwardTo=url)
+    found = functions(template)
+    forwarder = [
+        f for f in found.values() if f["Properties"]["Handler"] == "tracing.forwarder.handler"
+    ]
+    assert len(forwarder) == 1 and len(found) == 3
+    assert forwarder[0]["Properties"]["Environment"]["Variables"] == {
+        "FORWARD_ENDPOINT": url,
+        "OTEL_SDK_DISABLED": "true",
+    }
+    for function in found.values():
+        props = function["Properties"]
+        assert "Layers" not in props
+        if props["Handler"].startswith("handlers."):
+            env = props["Environment"]["Variables"]
+            assert env["OTEL_TRACES_EXPORTER"] == "stdout-otlp"
+            assert env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == url
+    filters = template.find_resources("AWS::Logs::SubscriptionFilter")
+    assert len(filters) == 2
+    assert {f["Properties"]["FilterPattern"] for f in filters.values()} == {STDOUT_OTLP_PATTERN}
+    template.resource_count_is("AWS::Lambda::Permission", 2)  # logs may invoke the forwarder
+    without, _, _ = synth(tmp_path / "plain", exporter="stdout-otlp")
+    without.resource_count_is("AWS::Logs::SubscriptionFilter", 0)
+
+
+def test_bad_exporter_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="exporter must be one of"):
+        synth(tmp_path, exporter="zipkin")
+    with pytest.raises(ValueError, match="forwardTo needs exporter=stdout-otlp"):
+        synth(tmp_path / "b", forwardTo="https://x")
+
+
 def test_x86_layer_name(tmp_path: Path) -> None:
     template, _, _ = synth(tmp_path, architecture="x86_64")
     for function in functions(template).values():

@@ -12,7 +12,9 @@ OpenTelemetry:
 - ``OTEL_SERVICE_NAME``: service name (before ``DD_SERVICE``, then the resource's
   ``service.name``, then the function name).
 - ``OTEL_RESOURCE_ATTRIBUTES``: ``key=value,...`` added to the resource.
-- ``OTEL_TRACES_EXPORTER``: ``otlp`` (default), ``datadog``, ``console`` or ``none``.
+- ``OTEL_TRACES_EXPORTER``: ``otlp`` (default), ``datadog``, ``xray`` (AWS's OTLP
+  endpoint, SigV4), ``stdout-otlp`` (one otlp-stdout line per export), ``console``
+  or ``none``.
 - ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``: full traces URL, used as is.
 - ``OTEL_EXPORTER_OTLP_ENDPOINT``: base URL; ``/v1/traces`` is appended.
   Default ``http://localhost:4318/v1/traces`` (the Datadog Lambda Extension
@@ -77,7 +79,7 @@ __all__ = [
     "settings",
 ]
 
-EXPORTERS = ("otlp", "datadog", "console", "none")
+EXPORTERS = ("otlp", "datadog", "xray", "stdout-otlp", "console", "none")
 SAMPLERS = (
     "always_on",
     "always_off",
@@ -236,7 +238,8 @@ class TracingConfig:
         "otlp",
         "OTEL_TRACES_EXPORTER",
         parse=_choice(EXPORTERS),
-        doc="``otlp``, ``datadog`` (ddtrace, trace-agent API on :8126), ``console``, ``none``",
+        doc="``otlp``, ``datadog`` (ddtrace, trace-agent API on :8126), ``xray``, "
+        "``stdout-otlp``, ``console``, ``none``",
     )
     endpoint: str = _setting(
         DEFAULT_OTLP_ENDPOINT,

@@ -267,6 +267,8 @@ class InvocationSpanProcessor(SpanProcessor):
                 self.stats.dropped += len(batch)
         if retryable:
             self._put_back(batch)
+        if getattr(exc, "logged", False):
+            return
         logger.warning(
             "tracing: span export failed (%s: %s); %s; pausing exports for %.0f s",
             type(exc).__name__,

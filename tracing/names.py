@@ -88,6 +88,7 @@ __all__ = [
     "SERVICE_NAME",
     "SERVICE_VERSION",
     "SPAN_NAMES",
+    "TRUNCATED_ATTRIBUTES",
     "URL_PATH",
     "USER_AGENT_ORIGINAL",
 ]
@@ -189,5 +190,7 @@ INIT_TYPE: Final = "aws.lambda.initialization_type"
 #: The alias the function was invoked through (``cloud.resource_id`` has the version).
 INVOKED_ALIAS: Final = "aws.lambda.invoked_alias"
 PROACTIVE_INIT: Final = "aws.lambda.proactive_initialization"
+#: How many attributes were cut to fit an exporter's size limit per span (``xray``).
+TRUNCATED_ATTRIBUTES: Final = "tracing.truncated_attributes"
 #: How many messages a partial batch response (``batchItemFailures``) reported as failed.
 BATCH_ITEM_FAILURES: Final = "aws.lambda.batch_item_failures"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -293,18 +293,32 @@ class ExportError(Exception):
     timeout they may have arrived, so they are not sent again (no duplicates).
     """
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, status: int | None = None, logged: bool = False
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        #: The collector's HTTP status, when it answered.
+        self.status = status
+        #: The sender has said it already (the processor then does not warn again).
+        self.logged = logged
 
 
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+#: Headers to add to one request, from its fixed headers and its body (a signature).
+RequestSigner = Callable[[str, str, Mapping[str, str], bytes], Mapping[str, str]]
 
 
 class OtlpHttpExporter:
     """Sends encoded spans to an OTLP/HTTP endpoint over one keep-alive connection.
 
     ``tls_context`` (``https://`` only) defaults to the system's trust store.
+    ``sign``, if given, is called for every request with the ``Host`` header,
+    the path, the request's other headers and its body, and returns headers to
+    add (SigV4 for AWS's endpoint, :mod:`tracing.xray`); an exception from it
+    drops the batch (:class:`ExportError`, not retryable).
     """
 
     def __init__(
@@ -314,6 +328,7 @@ class OtlpHttpExporter:
         headers: Mapping[str, str] | None = None,
         compression: str = "none",
         tls_context: ssl.SSLContext | None = None,
+        sign: RequestSigner | None = None,
     ) -> None:
         parts = urlsplit(endpoint)
         https = parts.scheme == "https"
@@ -333,6 +348,8 @@ class OtlpHttpExporter:
             f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
         ).encode("latin-1")
+        self._sign = sign
+        self._signed = (host_header, parts.path or "/v1/traces", fields)
         tls = None
         if https:
             import ssl
@@ -360,7 +377,14 @@ class OtlpHttpExporter:
             body = zlib.compress(body, wbits=31)
         if time.monotonic() >= deadline:  # nothing was sent: the spans may be sent again
             raise ExportError("encoding used up the flush timeout", retryable=True)
-        request = self._head_prefix + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        head = self._head_prefix
+        if self._sign is not None:
+            try:
+                extra = self._sign(*self._signed, body)
+            except Exception as exc:
+                raise ExportError(f"could not sign: {exc}", retryable=False) from None
+            head += "".join(f"{k}: {v}\r\n" for k, v in extra.items()).encode("latin-1")
+        request = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
         try:
             try:
                 status = self._conn.request(request, deadline).status
@@ -378,7 +402,9 @@ class OtlpHttpExporter:
             raise ExportError(f"{type(exc).__name__}: {exc}", retryable=False) from None
         if not 200 <= status < 300:
             raise ExportError(
-                f"collector answered HTTP {status}", retryable=status in _RETRYABLE_STATUS
+                f"collector answered HTTP {status}",
+                retryable=status in _RETRYABLE_STATUS,
+                status=status,
             )
 
     def close(self) -> None:

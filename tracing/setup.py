@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.util import types
 
 from tracing import coldstart, logs, names, runtime
-from tracing.config import TracingConfig
+from tracing.config import DEFAULT_OTLP_ENDPOINT, TracingConfig
 from tracing.deadline import DeadlineWatch
 from tracing.runtime import NAME, VERSION, Delivery, NoDelivery, Runtime, logger
 
@@ -266,6 +266,10 @@ def _sender(config: TracingConfig) -> SpanSender:
         from tracing.export import ConsoleSender
 
         return ConsoleSender()
+    if config.exporter == "stdout-otlp":
+        from tracing.stdout import StdoutOtlpSender
+
+        return StdoutOtlpSender(source=config.service_name, endpoint=config.endpoint)
     return _LazyOtlpSender(config)
 
 
@@ -279,12 +283,24 @@ class _LazyOtlpSender:
 
     def _get(self) -> SpanSender:
         if self._sender is None:
-            from tracing.otlp import OtlpHttpExporter
-
             config = self._config
-            self._sender = OtlpHttpExporter(
-                config.endpoint, headers=config.headers, compression=config.compression
-            )
+            if config.exporter == "xray":
+                from tracing.xray import XraySender
+
+                region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+                explicit = config.endpoint != DEFAULT_OTLP_ENDPOINT
+                self._sender = XraySender(
+                    region or "us-east-1",
+                    endpoint=config.endpoint if explicit else None,
+                    compression=config.compression,
+                    headers=config.headers,
+                )
+            else:
+                from tracing.otlp import OtlpHttpExporter
+
+                self._sender = OtlpHttpExporter(
+                    config.endpoint, headers=config.headers, compression=config.compression
+                )
         return self._sender
 
     def export(self, spans: Sequence[ReadableSpan], timeout: float) -> None:

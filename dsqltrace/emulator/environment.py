@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsqltrace.emulator import subscription
 from dsqltrace.emulator.limits import EnvironmentLimits
 from dsqltrace.httpserver import HttpRequest, HttpResponse, bound_port, start
 
@@ -162,6 +163,7 @@ class Environment:
         self.process: asyncio.subprocess.Process | None = None
         self._on_dead: list[Callable[[Environment], None]] = []
         self._tasks: list[asyncio.Future[None]] = []
+        self._forwards: set[asyncio.Future[bool]] = set()
         self.limits = limits
         self.extensions: dict[str, _Extension] = {}
         self._runtime_waiting = False
@@ -182,6 +184,9 @@ class Environment:
             cwd=self._cwd,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            # otlp-stdout lines reach CloudWatch's 256 KiB event limit; asyncio's default
+            # line limit is 64 KiB.
+            limit=1024 * 1024,
             start_new_session=True,
             preexec_fn=self.limits.enter if self.limits is not None else None,
         )
@@ -196,6 +201,12 @@ class Environment:
     async def _pump_output(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         async for line in self.process.stdout:
+            if subscription.is_envelope(line):  # log-based delivery: forwarded, not logged
+                self._forwards.add(
+                    task := asyncio.ensure_future(subscription.forward(line, self._log))
+                )
+                task.add_done_callback(self._forwards.discard)
+                continue
             self._log(f"[{self.name}] {line.decode('utf-8', 'replace').rstrip()}")
 
     async def _watch_exit(self) -> None:
