@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,10 +26,18 @@ from opentelemetry.trace import SpanKind
 
 from dsqltrace.emulator import limits
 from dsqltrace.report.runs import read_spans
+from tests.agent import ROOT
 from tests.lambda_events import LambdaContext, http_event
 from tests.support import eventually, eventually_async
 from tests.test_emulator import get, run_emulator
-from tracing import TracingConfig, runtime, setup_tracing, shutdown_tracing, traced_handler
+from tracing import (
+    TracingConfig,
+    runtime,
+    setup_tracing,
+    shutdown_tracing,
+    traced,
+    traced_handler,
+)
 from tracing.testing import InMemorySender
 
 LOGGER = "dsql-lambda-tracing"
@@ -421,3 +432,96 @@ def test_256_mb_gets_a_seventh_of_a_cpu() -> None:
     full, small = wall(1769), wall(256)
     ratio = small / full
     assert 1769 / 256 * 0.6 < ratio < 1769 / 256 * 1.5, (full, small, ratio)
+
+
+# --- Lambda Managed Instances ------------------------------------------------------------
+
+
+def test_managed_instances_deliver_in_the_background_without_registering(monkeypatch) -> None:
+    """AWS_LAMBDA_MAX_CONCURRENCY set: no INVOKE registration (there are no such events),
+    the handler never waits, and a thread delivers within the interval."""
+    api = FakeExtensionsApi()
+    sink = InMemorySender()
+    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "4")
+    try:
+        invoke, at_return = _traced(sink, api, monkeypatch, delivery="periodic,200")
+        mode = runtime.current().mode
+        assert mode.name == "background"
+        started = time.monotonic()
+        for _ in range(3):
+            invoke()
+        assert at_return == [0, 0, 0]  # nothing was delivered by the handlers
+        eventually(lambda: [s.kind for s in sink.spans].count(SpanKind.SERVER) == 3, timeout=5)
+        assert time.monotonic() - started < 2.0  # within a few 200 ms intervals
+        assert api.registrations == 0 and api.next_calls == []
+    finally:
+        shutdown_tracing()
+        api.close()
+
+
+def test_managed_instances_send_a_full_batch_at_once(monkeypatch) -> None:
+    from tracing.export import MAX_BATCH_SPANS
+
+    sink = InMemorySender()
+    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "2")
+    try:
+        setup_tracing(TracingConfig(service_name="t", delivery="periodic,600000"), sender=sink)
+
+        @traced_handler
+        def handler(event, context):
+            for _ in range(MAX_BATCH_SPANS):
+                with traced("item"):
+                    pass
+            return {"statusCode": 200}
+
+        handler(http_event(), LambdaContext())
+        eventually(lambda: len(sink.spans) >= MAX_BATCH_SPANS, timeout=5)  # not in 10 minutes
+    finally:
+        shutdown_tracing()
+
+
+def test_sigterm_delivers_what_background_delivery_kept(tmp_path: Path) -> None:
+    """A worker process of a Managed Instances environment, stopped with SIGTERM: what the
+    background thread had not sent yet reaches the collector before it exits."""
+    spans_file = tmp_path / "spans.jsonl"
+    collector, endpoint = _collector(spans_file)
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from tests.agent import ROOT
+from tests.lambda_events import LambdaContext, http_event
+from tracing import setup_tracing, traced_handler
+setup_tracing()
+
+@traced_handler
+def handler(event, context):
+    return {{"statusCode": 200}}
+
+handler(http_event(), LambdaContext())
+print("invoked", flush=True)
+time.sleep(60)
+"""
+    env = {
+        **os.environ,
+        "AWS_LAMBDA_MAX_CONCURRENCY": "2",
+        "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9",
+        "DSQLTRACE_DELIVERY": "periodic,600000",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_SERVICE_NAME": "lmi-worker",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "invoked"
+        assert not spans_file.exists() or not read_spans(spans_file)  # kept for later
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(10) == 128 + signal.SIGTERM
+        roots = eventually(
+            lambda: [s for s in read_spans(spans_file) if s.is_root] if spans_file.exists() else []
+        )
+        assert [s.service for s in roots] == ["lmi-worker"]
+    finally:
+        worker.kill()
+        collector.terminate()
+        collector.wait(10)

@@ -36,7 +36,8 @@ This toolkit:
   ``after-response`` (the default in Lambda: an internal extension delivers after
   the response, before the freeze), ``inline`` (before the handler returns; the
   default elsewhere) or ``periodic,<ms>`` (at most once per ``<ms>``, or when a
-  batch is full).
+  batch is full).  On Lambda Managed Instances (``AWS_LAMBDA_MAX_CONCURRENCY``
+  set) anything but ``inline`` is background delivery from a thread.
 - ``DSQLTRACE_FLUSH_TIMEOUT_MS``: the most one delivery may take, on any
   transport: connect, TLS, encoding, send, answer and retries together (default 250).
 - ``DSQLTRACE_EXPORT_COOLOFF_MS``: the longest pause after failed exports
@@ -276,7 +277,8 @@ class TracingConfig:
         "auto",
         "DSQLTRACE_DELIVERY",
         parse=_delivery,
-        doc="``after-response`` (Lambda's default), ``inline`` (elsewhere), ``periodic,<ms>``",
+        doc="``after-response`` (Lambda's default), ``inline`` (elsewhere), ``periodic,<ms>``; "
+        "on Lambda Managed Instances background delivery (see :mod:`tracing.delivery`)",
     )
     flush_timeout_ms: int = _setting(
         250,

@@ -18,6 +18,15 @@
   wait in memory between them, frozen with the environment; SIGTERM delivers
   what is left.
 
+- ``background`` (chosen by itself on Lambda Managed Instances, where
+  ``AWS_LAMBDA_MAX_CONCURRENCY`` is set, whatever the setting but ``inline``):
+  one environment serves concurrent invocations from one process per slot,
+  nothing freezes, and the Extensions API has no ``INVOKE`` events.  So no
+  extension is registered: a thread of the process delivers every interval
+  (``periodic,<ms>``'s, else :data:`BACKGROUND_INTERVAL_S`) or as soon as a
+  batch is full, and SIGTERM delivers what is left.  Each worker process sets
+  up its own tracing, cold start and connection, as it runs its own init.
+
 With an extension registered Lambda sends SIGTERM before it stops the
 environment; the toolkit then delivers what is pending within about 400 ms
 and lets the runtime stop (runtimes 3.12+; awslambdaric 3.11 does not pass
@@ -42,16 +51,20 @@ if TYPE_CHECKING:
     from tracing.runtime import Delivery
 
 __all__ = [
+    "BACKGROUND_INTERVAL_S",
     "POST_WAIT_S",
     "REGISTER_TIMEOUT_S",
     "SHUTDOWN_BUDGET_S",
     "START_WAIT_S",
     "AfterResponse",
+    "Background",
     "DeliveryMode",
     "Inline",
     "choose",
 ]
 
+#: How often background delivery (Lambda Managed Instances) sends what is pending.
+BACKGROUND_INTERVAL_S = 1.0
 #: The most registration may hold init.
 REGISTER_TIMEOUT_S = 0.05
 #: How long the extension waits for a wrapped handler to start the invocation it was
@@ -129,6 +142,52 @@ class Inline:
 
     def close(self) -> None:
         pass
+
+
+class Background:
+    """Delivery from a thread of the process, every interval or when a batch is full
+    (Lambda Managed Instances: no freeze, no ``INVOKE`` events)."""
+
+    name = "background"
+    watches_deadline = False
+
+    def __init__(self, delivery: Delivery, *, interval_s: float = BACKGROUND_INTERVAL_S) -> None:
+        from tracing.export import MAX_BATCH_SPANS
+
+        self._delivery = delivery
+        self._interval = interval_s
+        self._batch = MAX_BATCH_SPANS
+        self._pending: Callable[[], int] | None = getattr(delivery, "pending", None)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.on_close: Callable[[], None] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"{NAME}-background", daemon=True)
+        self._thread.start()
+
+    def started(self, request_id: str | None, expire: Expire) -> None:
+        pass
+
+    def ended(self, request_id: str | None) -> None:
+        if self._pending is not None and self._pending() >= self._batch:
+            self._wake.set()  # a full batch goes now, not at the end of the interval
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._delivery.flush()
+            except Exception as exc:  # the thread must outlive any failure
+                logger.warning("tracing: background delivery failed: %s", exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self.on_close is not None:
+            self.on_close()
+            self.on_close = None
 
 
 class AfterResponse:
@@ -420,6 +479,11 @@ def choose(
     env = os.environ if environ is None else environ
     kind, _, interval = setting.partition(",")
     interval_s = int(interval) / 1000.0 if kind == "periodic" else None
+    if env.get("AWS_LAMBDA_MAX_CONCURRENCY") and kind != "inline":
+        # Lambda Managed Instances: no INVOKE events to register for, nothing freezes.
+        background = Background(delivery, interval_s=interval_s or BACKGROUND_INTERVAL_S)
+        background.on_close = install_sigterm(delivery)
+        return background
     api = env.get("AWS_LAMBDA_RUNTIME_API")
     wants_extension = kind in ("after-response", "periodic") or (kind == "auto" and api)
     if not wants_extension:
