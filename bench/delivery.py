@@ -6,10 +6,14 @@
 The same handler (``bench/apps/emulated.py``: three spans around 2 ms of
 waiting) runs in the emulator as four functions: untraced
 (``OTEL_SDK_DISABLED=true``), traced with ``after-response`` delivery, traced
-``inline``, and traced with the ``stdout-otlp`` exporter (one log line per
+``inline``, traced with the ``stdout-otlp`` exporter (one log line per
 invocation, forwarded by the emulator's log subscription, as CloudWatch Logs
-would).  Each is run at 1,769 MB (one full vCPU) and at 256 MB (a
-seventh of one: CPU-limited per environment, as in Lambda), against a
+would), and traced as Lambda Managed Instances (``background``: two
+invocations per environment, delivery from a thread; not CPU-limited, since
+Managed Instances run on the instance's vCPUs, and with no CPU figure per
+invocation, since its workers share one environment).  Each is run at 1,769
+MB (one full vCPU) and at 256 MB (a seventh of one: CPU-limited per
+environment, as in Lambda), against a
 receiver that answers at once (as the Datadog extension does) and one that
 takes 20 ms.  Warm requests alternate between the functions in rounds; every
 figure is a median, or a percentile, of the caller's own timings or of the
@@ -54,7 +58,12 @@ VARIANTS = {
     "inline": {"DSQLTRACE_DELIVERY": "inline"},
     # Log-based: one line per invocation, forwarded by the emulator's log subscription.
     "stdout-otlp": {"OTEL_TRACES_EXPORTER": "stdout-otlp", "DSQLTRACE_DELIVERY": "inline"},
+    # Lambda Managed Instances: 2 workers in one environment, delivery from a thread.
+    "background": {},
 }
+#: Variants run as Managed Instances, with this many invocations per environment (they
+#: are not CPU-limited: Managed Instances run on the instance's own vCPUs).
+CONCURRENCY = {"background": 2}
 RECEIVERS = {"at once": 0, "20 ms": 20}
 MEMORY = (1769, 256)
 
@@ -93,6 +102,7 @@ async def _emulated(
                 **extra.get("env", {}),
             },
             idle_timeout_s=extra.get("idle_timeout_s"),
+            max_concurrency=CONCURRENCY.get(name),
         )
         for name, env in VARIANTS.items()
     ]
@@ -114,7 +124,7 @@ async def _timed(client: Any, url: str) -> float:
 
 
 def warm_and_cold(memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_rounds: int) -> dict:
-    """Caller latency (warm, cold) and REPORT records for the three functions."""
+    """Caller latency (warm, cold) and REPORT records for each variant's function."""
     receiver, port = _receiver(delay_ms)
     records = Path(tempfile.mkstemp(suffix=".jsonl")[1])
     caller: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -151,7 +161,9 @@ def warm_and_cold(memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_ro
             "cold_ms": cold[name],
             "billed_p50": percentile([r["duration_ms"] for r in mine], 50),
             "billed_p99": percentile([r["duration_ms"] for r in mine], 99),
-            "cpu_ms": statistics.median([r["cpu_ms"] for r in mine if "cpu_ms" in r] or [0.0]),
+            "cpu_ms": statistics.median(cpu)
+            if (cpu := [r["cpu_ms"] for r in mine if "cpu_ms" in r])
+            else None,
             "post_runtime_p50": percentile([r.get("post_runtime_ms", 0.0) for r in mine], 50),
         }
     return result
@@ -229,6 +241,10 @@ def cpu_in_process(warm: int) -> dict[str, float]:
             "bench.apps.traced",
             {"OTEL_TRACES_EXPORTER": "stdout-otlp", "DSQLTRACE_DELIVERY": "inline"},
         ),
+        "background (Managed Instances)": (
+            "bench.apps.traced",
+            {"AWS_LAMBDA_MAX_CONCURRENCY": "2"},
+        ),
         "spans only (no export)": ("bench.apps.traced", {"OTEL_TRACES_EXPORTER": "none"}),
     }
     cpu: dict[str, list[float]] = {name: [] for name in variants}
@@ -269,6 +285,14 @@ def under_load(seconds: float, rounds: int) -> list[dict]:
     return rows
 
 
+def _cpu(ms: float | None) -> str:
+    return "–" if ms is None else f"{ms * 1000:.0f}"
+
+
+def _cpu_added(ms: float | None, base: float | None) -> str:
+    return "–" if ms is None or base is None else f"{(ms - base) * 1000:+.0f}"
+
+
 def render(
     runs: list[dict], cpu: dict[str, float], spans: list[dict], load: list[dict], args: Any
 ) -> str:
@@ -297,8 +321,8 @@ def render(
                 f"| {v['billed_p50']:.2f} / {v['billed_p99']:.2f} "
                 f"| {v['billed_p50'] - base['billed_p50']:+.2f} / "
                 f"{v['billed_p99'] - base['billed_p99']:+.2f} "
-                f"| {v['post_runtime_p50']:.2f} | {v['cpu_ms'] * 1000:.0f} "
-                f"| {(v['cpu_ms'] - base['cpu_ms']) * 1000:+.0f} |"
+                f"| {v['post_runtime_p50']:.2f} | {_cpu(v['cpu_ms'])} "
+                f"| {_cpu_added(v['cpu_ms'], base['cpu_ms'])} |"
             )
     lines += [
         "",

@@ -45,6 +45,7 @@ def todo_functions(
     max_environments: int = 32,
     idle_timeout_s: float | None = None,
     limit_cpu: bool = True,
+    max_concurrency: int | None = None,
 ) -> list[FunctionConfig]:
     return [
         FunctionConfig(
@@ -56,6 +57,7 @@ def todo_functions(
             max_environments=max_environments,
             idle_timeout_s=idle_timeout_s,
             limit_cpu=limit_cpu,
+            max_concurrency=max_concurrency,
         )
         for name, handler in (
             (INSERT_FUNCTION, "handlers.insert.handler"),

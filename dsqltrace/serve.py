@@ -88,6 +88,7 @@ async def serve(args: argparse.Namespace, db_env: dict[str, str]) -> None:
             max_environments=args.max_environments,
             idle_timeout_s=args.idle_timeout,
             limit_cpu=not args.no_cpu_limit,
+            max_concurrency=args.max_concurrency,
         ),
         todo_routes(),
         task_root=ROOT,
@@ -138,6 +139,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=32,
         help="concurrency limit per function (default 32); beyond it: 429",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="Lambda Managed Instances: invocations one environment serves at once, one "
+        "awslambdaric worker process each, never frozen (default: on-demand Lambda)",
     )
     parser.add_argument(
         "--idle-timeout",

@@ -303,6 +303,10 @@ class Environment:
             self._tasks.append(asyncio.ensure_future(remove_after_exit(self.process)))
 
     # --- invocations -----------------------------------------------------------
+    def accepts(self) -> bool:
+        """Whether an invocation can be given to it now (one at a time, when idle)."""
+        return self.state == "idle"
+
     def assign(self, invocation: Invocation) -> None:
         """Give the environment its next invocation (thawing it)."""
         self._current = invocation

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dsqltrace.emulator import limits as cgroups
+from dsqltrace.emulator.concurrent import ConcurrentEnvironment
 from dsqltrace.emulator.environment import Environment, Invocation, lambda_environment
 
 
@@ -49,6 +50,9 @@ class FunctionConfig:
     #: The Lambda runtime emulated (``AWS_EXECUTION_ENV``); the CDK stack's.  With 3.12+
     #: awslambdaric waits for invocations on a thread, so SIGTERM reaches Python code.
     runtime: str = "python3.13"
+    #: Lambda Managed Instances: invocations one environment serves at once (awslambdaric
+    #: forks that many workers); None: on-demand Lambda, one at a time, frozen between.
+    max_concurrency: int | None = None
 
     @property
     def arn(self) -> str:
@@ -108,7 +112,7 @@ class Function:
         on after it (extensions), and its record is written when that ends."""
         payload = json.dumps(event).encode()
         invocation = Invocation.new(payload, self.config.timeout_s, self.config.arn)
-        env = next((e for e in self.environments if e.state == "idle"), None)
+        env = next((e for e in self.environments if e.accepts()), None)
         if env is None:
             live = [e for e in self.environments if e.state != "dead"]
             if len(live) >= self.config.max_environments:
@@ -154,24 +158,40 @@ class Function:
     async def _new_environment(self) -> Environment:
         self.created += 1
         name = f"{self.config.name}-{self.created}"
-        env = Environment(
-            name,
+        variables = lambda_environment(
+            function_name=self.config.name,
             handler=self.config.handler,
-            env=lambda_environment(
-                function_name=self.config.name,
-                handler=self.config.handler,
-                memory_mb=self.config.memory_mb,
-                runtime=self.config.runtime,
-                region=self.config.region,
-                environment_name=f"{self.created:032x}",
-                extra=self.config.env,
-                task_root=self._task_root,
-            ),
-            cwd=self._task_root,
-            log=self._log,
-            freeze=self._freeze,
-            limits=cgroups.EnvironmentLimits(name, self.config.memory_mb) if self.limited else None,
+            memory_mb=self.config.memory_mb,
+            runtime=self.config.runtime,
+            region=self.config.region,
+            environment_name=f"{self.created:032x}",
+            extra=self.config.env,
+            task_root=self._task_root,
         )
+        env: Environment
+        if self.config.max_concurrency:
+            # Managed Instances run on EC2 instances: no memory/1769 CPU share.
+            variables["AWS_LAMBDA_MAX_CONCURRENCY"] = str(self.config.max_concurrency)
+            env = ConcurrentEnvironment(
+                name,
+                slots=self.config.max_concurrency,
+                handler=self.config.handler,
+                env=variables,
+                cwd=self._task_root,
+                log=self._log,
+            )
+        else:
+            env = Environment(
+                name,
+                handler=self.config.handler,
+                env=variables,
+                cwd=self._task_root,
+                log=self._log,
+                freeze=self._freeze,
+                limits=cgroups.EnvironmentLimits(name, self.config.memory_mb)
+                if self.limited
+                else None,
+            )
         self.environments.append(env)
         self._made.append(env)
         env.on_dead(self._forget)
