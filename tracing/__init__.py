@@ -35,7 +35,9 @@ invocation span), :mod:`tracing.triggers` (which event),
 :mod:`tracing.propagation` (incoming context),
 :mod:`tracing.coldstart`, :mod:`tracing.spans` (``traced``), :mod:`tracing.db`
 (psycopg; imported only when you import it), :mod:`tracing.export` and
-:mod:`tracing.otlp` (delivery), :mod:`tracing.datadog` and
+:mod:`tracing.otlp` (delivery), or :mod:`tracing.xray` (with
+:mod:`tracing.sigv4`) and :mod:`tracing.stdout` (with the log forwarder,
+:mod:`tracing.forwarder`), :mod:`tracing.datadog` and
 :mod:`tracing.datadog_propagator`; and around them
 :mod:`tracing.config`, :mod:`tracing.setup`, :mod:`tracing.runtime`,
 :mod:`tracing.names`, :mod:`tracing.deadline`, :mod:`tracing.logs`,
