@@ -13,6 +13,7 @@ decodes or forwards before it answers.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import sys
@@ -25,6 +26,12 @@ delay_s = 0.0
 
 
 def _connection(conn: socket.socket) -> None:
+    # An environment killed mid-export (cold-start rounds stop them) resets its connection.
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+        _serve(conn)
+
+
+def _serve(conn: socket.socket) -> None:
     buffer = b""
     with conn:
         while True:
