@@ -74,3 +74,33 @@ def process_stopped(pid: int) -> bool:
         stat = (task / "stat").read_text()
         states.append(stat.rsplit(")", 1)[1].split()[0])
     return bool(states) and all(s in ("T", "t") for s in states)
+
+
+def assert_sigv4(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    access_key: str,
+    secret_key: str,
+    service: str,
+    region: str,
+) -> None:
+    """Fail unless the request (``headers`` with lower-case names) carries a SigV4
+    signature that botocore, recomputing it from the request, finds valid."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    authorization = headers["authorization"]
+    assert authorization.startswith(f"AWS4-HMAC-SHA256 Credential={access_key}/")
+    assert f"/{region}/{service}/aws4_request" in authorization
+    signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+    again = AWSRequest(method=method, url=url, data=body, headers={k: headers[k] for k in signed})
+    again.context["timestamp"] = headers["x-amz-date"]
+    auth = SigV4Auth(
+        Credentials(access_key, secret_key, headers.get("x-amz-security-token")), service, region
+    )
+    expected = auth.signature(auth.string_to_sign(again, auth.canonical_request(again)), again)
+    assert authorization.endswith(f"Signature={expected}")

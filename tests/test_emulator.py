@@ -244,28 +244,20 @@ def test_load_runner_signs_with_sigv4_and_the_url_sees_the_caller(monkeypatch) -
 
     asyncio.run(capture())
     # Every request run_load sent carries a SigV4 signature that verifies (service lambda).
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
+    from tests.support import assert_sigv4
 
     assert len(seen) == 3
     for request in seen:
-        authorization = request.headers["authorization"]
-        assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIASIGNEDLOADTEST00/")
-        assert "/us-east-1/lambda/aws4_request" in authorization
-        signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
-        again = AWSRequest(
-            method=request.method,
-            url=f"http://{request.headers['host']}{request.target}",
-            data=request.body,
-            headers={k: request.headers[k] for k in signed},
+        assert_sigv4(
+            request.method,
+            f"http://{request.headers['host']}{request.target}",
+            request.headers,
+            request.body,
+            access_key="AKIASIGNEDLOADTEST00",
+            secret_key="signing-secret",
+            service="lambda",
+            region="us-east-1",
         )
-        again.context["timestamp"] = request.headers["x-amz-date"]
-        auth = SigV4Auth(
-            Credentials("AKIASIGNEDLOADTEST00", "signing-secret"), "lambda", "us-east-1"
-        )
-        expected = auth.signature(auth.string_to_sign(again, auth.canonical_request(again)), again)
-        assert authorization.endswith(f"Signature={expected}")
 
     captured: list[dict] = []
 

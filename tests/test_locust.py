@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack_fixture import new_stack
+from tests.support import assert_sigv4
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -69,10 +70,6 @@ def test_locust_drives_the_local_stack_with_the_todo_mix(tmp_path: Path) -> None
 
 
 def test_locust_signs_every_request_with_sigv4(tmp_path: Path) -> None:
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
     from dsqltrace.httpserver import HttpResponse, bound_port, start
 
     seen: list = []
@@ -98,21 +95,17 @@ def test_locust_signs_every_request_with_sigv4(tmp_path: Path) -> None:
     loop.call_soon_threadsafe(loop.stop)
     # The server sees at least what the statistics count (Locust counts finished requests).
     assert len(seen) >= int(stats["POST /todos"]["Request Count"]) > 0
-    credentials = Credentials("AKIASIGNEDLOCUSTTEST", "locust-signing-secret")
     for request in seen:
-        authorization = request.headers["authorization"]
-        assert "/us-east-1/lambda/aws4_request" in authorization
-        signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
-        again = AWSRequest(
-            method=request.method,
-            url=f"http://{request.headers['host']}{request.target}",
-            data=request.body,
-            headers={k: request.headers[k] for k in signed},
+        assert_sigv4(
+            request.method,
+            f"http://{request.headers['host']}{request.target}",
+            request.headers,
+            request.body,
+            access_key="AKIASIGNEDLOCUSTTEST",
+            secret_key="locust-signing-secret",
+            service="lambda",
+            region="us-east-1",
         )
-        again.context["timestamp"] = request.headers["x-amz-date"]
-        auth = SigV4Auth(credentials, "lambda", "us-east-1")
-        expected = auth.signature(auth.string_to_sign(again, auth.canonical_request(again)), again)
-        assert authorization.endswith(f"Signature={expected}")
 
 
 @pytest.mark.parametrize("name", ["TODO_MIX", "TODO_READ_URL", "TODO_SIGN"])

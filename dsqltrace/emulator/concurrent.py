@@ -107,17 +107,7 @@ class ConcurrentEnvironment(Environment):
                 return HttpResponse(503, b'{"errorMessage":"environment is shutting down"}')
         invocation = self._queued.popleft()
         invocation.delivered_ns = time.time_ns()
-        return HttpResponse(
-            200,
-            invocation.event,
-            [
-                ("Content-Type", "application/json"),
-                ("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
-                ("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms)),
-                ("Lambda-Runtime-Invoked-Function-Arn", invocation.function_arn),
-                ("Lambda-Runtime-Trace-Id", invocation.trace_id),
-            ],
-        )
+        return invocation.next_response()
 
     def _release_waiters(self) -> None:
         super()._release_waiters()

@@ -95,6 +95,20 @@ class Invocation:
             self.done_ns = time.time_ns()
             self.finished.set_result(None)
 
+    def next_response(self) -> HttpResponse:
+        """The Runtime API's answer to the ``next`` that hands this invocation over."""
+        return HttpResponse(
+            200,
+            self.event,
+            [
+                ("Content-Type", "application/json"),
+                ("Lambda-Runtime-Aws-Request-Id", self.request_id),
+                ("Lambda-Runtime-Deadline-Ms", str(self.deadline_ms)),
+                ("Lambda-Runtime-Invoked-Function-Arn", self.function_arn),
+                ("Lambda-Runtime-Trace-Id", self.trace_id),
+            ],
+        )
+
     def invoke_event(self) -> bytes:
         """The ``INVOKE`` event extensions receive."""
         import json
@@ -474,17 +488,7 @@ class Environment:
         if self.limits is not None:
             invocation.cpu_ns = self.limits.cpu_ns()
         self._tell_extensions(invocation)
-        return HttpResponse(
-            200,
-            invocation.event,
-            [
-                ("Content-Type", "application/json"),
-                ("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
-                ("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms)),
-                ("Lambda-Runtime-Invoked-Function-Arn", invocation.function_arn),
-                ("Lambda-Runtime-Trace-Id", invocation.trace_id),
-            ],
-        )
+        return invocation.next_response()
 
 
 def _error(status: int, kind: str, message: str) -> HttpResponse:
