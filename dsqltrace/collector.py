@@ -7,7 +7,9 @@ status for a body that does not decode, 404/405 elsewhere, 415 for other
 content types.  Each accepted request is appended to the output file as one
 line, ``{"received_ns": ..., "request": <ExportTraceServiceRequest, OTLP JSON
 encoding: hex ids, integer enums>}``, so that the report can tell spans that
-arrived after their invocation returned.
+arrived after their invocation returned; ``"via": "logs"`` is added for what the
+emulator's log subscription forwarded (``X-Dsqltrace-Via: logs``), for which
+arriving later is by design.
 
 A function's flush waits for the answer, and under load the collector shares
 the machine's cores with the functions it serves; so a request is only
@@ -97,7 +99,7 @@ class Collector:
         self.spans = 0
         out.parent.mkdir(parents=True, exist_ok=True)
         self._file = out.open("a", encoding="utf-8")
-        self._pending: deque[tuple[int, str, bytes]] = deque()
+        self._pending: deque[tuple[int, str, bytes, str | None]] = deque()
         self._pending_bytes = 0
         self._idle_timer: asyncio.Handle | None = None
         self._last_received = 0.0
@@ -125,7 +127,8 @@ class Collector:
         except Exception as exc:  # whatever the decoder raises for a bad body
             status = json.dumps({"code": 3, "message": f"bad request: {exc}"[:300]}).encode()
             return json_response(400, status)
-        self._pending.append((received, content_type, body))
+        via = "logs" if request.headers.get("x-dsqltrace-via") == "logs" else None
+        self._pending.append((received, content_type, body, via))
         self._pending_bytes += len(body)
         loop = asyncio.get_running_loop()
         self._last_received = loop.time()
@@ -148,7 +151,7 @@ class Collector:
     def _store_one(self) -> None:
         if not self._pending or self._file.closed:
             return
-        received, content_type, body = self._pending.popleft()
+        received, content_type, body, via = self._pending.popleft()
         self._pending_bytes -= len(body)
         if content_type == "application/json":
             request = json.loads(body)
@@ -156,7 +159,10 @@ class Collector:
             request = message_to_json(parse_protobuf(body))
         self.requests += 1
         self.spans += count_spans(request)
-        self._file.write(json.dumps({"received_ns": received, "request": request}) + "\n")
+        record: dict[str, Any] = {"received_ns": received, "request": request}
+        if via is not None:
+            record["via"] = via  # forwarded from the functions' log lines
+        self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
     def close(self) -> None:

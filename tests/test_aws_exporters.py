@@ -183,6 +183,41 @@ def test_xray_exports_are_signed_and_accepted(receiver, compression) -> None:
     assert delivered.count("GET") == 3 and delivered.count("work") == 3
 
 
+def test_a_bearer_token_in_the_headers_replaces_the_signature(tmp_path: Path) -> None:
+    """The endpoint's API-key option: Authorization from OTEL_EXPORTER_OTLP_HEADERS is sent
+    as it is, and nothing is signed (no credentials needed)."""
+    seen: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sender = XraySender(
+            "eu-west-1",
+            endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1/traces",
+            headers={"Authorization": "Bearer api-key-value"},
+            environ={},
+        )
+        _invoke_three(sender)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen and all(h["authorization"] == "Bearer api-key-value" for h in seen)
+    assert not any("x-amz-date" in h for h in seen)
+
+
 def test_a_wrong_secret_is_refused_by_the_receiver(receiver) -> None:
     """The receiver's check can fail: the same exports signed with another secret."""
     environ = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
@@ -389,6 +424,7 @@ def test_stdout_otlp_through_the_local_stack_reaches_the_collector() -> None:
         spans = stack.wait_for_spans(all_there, timeout=20)
         assert all_there(spans)
         assert {s.name for s in spans} >= {"POST /todos", "GET /todos", names.LAMBDA_INIT}
+        assert {s.via for s in spans} == {"logs"}  # marked, so the report does not call them late
         log = (
             (stack.folder / "emulator.log").read_text()
             if (stack.folder / "emulator.log").exists()

@@ -26,8 +26,13 @@ def is_envelope(line: bytes) -> bool:
     return line.startswith(PREFIX)
 
 
+#: Tells the local collector that a request came through the log subscription: its spans
+#: left the function as a log line, so "late" (sent after the freeze) does not apply.
+VIA_HEADER = "X-Dsqltrace-Via"
+
+
 def _post(line: bytes) -> int:
-    return post(json.loads(line))
+    return post(json.loads(line), headers={VIA_HEADER: "logs"})
 
 
 async def forward(line: bytes, log: Callable[[str], None]) -> bool:

@@ -109,6 +109,8 @@ def compute(run: Run) -> dict[str, Any]:
     root_of_trace = {r.trace_id: r for r in roots}
     late = 0
     for span in spans:
+        if span.via == "logs":  # out of the function as a log line: forwarded later by design
+            continue
         root = root_of_trace.get(span.trace_id)
         end = ends.get(str(root.attributes.get("faas.invocation_id"))) if root else None
         if end is not None and span.received_ns > end:
@@ -161,6 +163,7 @@ def compute(run: Run) -> dict[str, Any]:
             "environments_created": len(run.environments),
             "spans_received": len(spans),
             "spans_late": late,
+            "spans_via_logs": sum(1 for s in spans if s.via == "logs"),
             "spans_lost": lost_roots + orphans,
         },
         "seed": {"seed": SEED, "this_run": this_run},

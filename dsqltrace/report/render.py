@@ -64,6 +64,7 @@ def terminal(figures: dict[str, Any]) -> str:
         f"requests {t['requests']}, errors {t['errors']}, cold starts {t['cold_starts']}, "
         f"environments created {t['environments_created']}, spans received {t['spans_received']}, "
         f"late {t['spans_late']}, lost {t['spans_lost']}"
+        + (f" ({t['spans_via_logs']} through log lines)" if t.get("spans_via_logs") else "")
     )
     lines.append(seed_line(figures))
     breakdown = figures.get("caller_breakdown") or {}

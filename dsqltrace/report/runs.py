@@ -30,6 +30,8 @@ class Span:
     service: str
     error: bool
     received_ns: int
+    #: How the span reached the collector: ``otlp``, or ``logs`` (an otlp-stdout line).
+    via: str = "otlp"
 
     @property
     def duration_ms(self) -> float:
@@ -65,6 +67,7 @@ def read_spans(path: Path) -> list[Span]:
             continue
         record = json.loads(line)
         received = int(record.get("received_ns", 0))
+        via = str(record.get("via", "otlp"))
         for rs in record["request"].get("resourceSpans", []):
             resource = {
                 a["key"]: _value(a.get("value", {}))
@@ -87,6 +90,7 @@ def read_spans(path: Path) -> list[Span]:
                             service=service,
                             error=int(s.get("status", {}).get("code", 0)) == 2,
                             received_ns=received,
+                            via=via,
                         )
                     )
     return spans
