@@ -475,3 +475,12 @@ def test_the_forwarder_posts_each_envelope_of_a_subscription_event(monkeypatch) 
         assert headers["content-encoding"] == "gzip"
         assert "GET" in _names(gzip.decompress(body))
     assert "forwarder-key" not in "".join(lines)
+
+
+def test_stdout_otlp_with_a_text_only_stdout(monkeypatch) -> None:
+    """A framework may replace sys.stdout with a text stream that has no binary buffer."""
+    text = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", text)
+    _invoke_three(StdoutOtlpSender(source="s", endpoint="http://c/v1/traces"))
+    lines = text.getvalue().splitlines()
+    assert len(lines) == 3 and all("GET" in _decode_line(line.encode()) for line in lines)

@@ -88,7 +88,12 @@ class StdoutOtlpSender:
         stream = self._stream
         if stream is None:
             sys.stdout.flush()  # what the function printed comes first
-            stream = sys.stdout.buffer
+            stream = getattr(sys.stdout, "buffer", None)
+        if stream is None:  # a text-only stdout put in place by someone: one write per line
+            for line in self._lines(spans):
+                sys.stdout.write(line.decode("ascii"))
+            sys.stdout.flush()
+            return
         for line in self._lines(spans):
             stream.write(line)
         stream.flush()

@@ -56,9 +56,19 @@ def _cut(attributes: Mapping[str, Any] | None) -> tuple[dict[str, Any], int]:
     return out, cut
 
 
+def _rough_size(span: ReadableSpan) -> int:
+    """An upper-bound-ish estimate of the encoded size, without encoding."""
+    size = 512 + len(span.name)
+    for attributes in (span.attributes, *(e.attributes for e in span.events)):
+        for key, value in (attributes or {}).items():
+            size += len(key) + 16 + (len(value) * 4 if isinstance(value, str) else 64)
+    return size
+
+
 def fit(span: ReadableSpan) -> ReadableSpan:
     """``span`` itself, or a copy within :data:`MAX_SPAN_BYTES` (attributes cut, counted)."""
-    if len(encode_span(span)) <= MAX_SPAN_BYTES:
+    # Encoding is the expensive check: only spans that might be too large pay for it.
+    if _rough_size(span) <= MAX_SPAN_BYTES or len(encode_span(span)) <= MAX_SPAN_BYTES:
         return span
     from opentelemetry.sdk.trace import Event, ReadableSpan
 
