@@ -8,8 +8,11 @@ model does not know; template variables used but not defined; layout rules;
 and operation names in queries that neither the toolkit nor the Todo API emits
 (:data:`tracing.names.OPERATION_NAMES`, :data:`handlers.names.OPERATION_NAMES`).
 
-``push`` creates or updates each dashboard in a Datadog org (``DD_API_KEY``,
-``DD_APP_KEY``, ``DD_SITE``).  A dashboard is found again by the marker
+Span-based metrics in ``dashboards/metrics/`` (:mod:`dsqltrace.span_metrics`) are
+validated too, and a dashboard may chart only the ones defined there.
+
+``push`` creates or updates each dashboard, then each span-based metric, in a
+Datadog org (``DD_API_KEY``, ``DD_APP_KEY``, ``DD_SITE``).  A dashboard is found again by the marker
 ``(id: <file stem>)`` in its description, so pushing twice updates, never
 duplicates.  ``--dry-run`` says what it would do.
 """
@@ -24,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dsqltrace import span_metrics
 from handlers import names as app_names
 from tracing import names
 
@@ -33,8 +37,10 @@ OPERATION_NAMES = names.OPERATION_NAMES | app_names.OPERATION_NAMES
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 _TEMPLATE_USE = re.compile(r"\$([A-Za-z_][\w-]*)")
 _TRACE_METRIC = re.compile(
-    r"trace\.([a-z0-9_.]+?)(?:\.(?:hits|errors|duration|apdex)(?:\.by_http_status)?)?\{"
+    r"(?<![\w.])trace\.([a-z0-9_.]+?)(?:\.(?:hits|errors|duration|apdex)(?:\.by_http_status)?)?\{"
 )
+#: A span-based metric of the project's, as a query names it.
+_SPAN_METRIC = re.compile(r"(?<![\w.])(dsqltrace\.[a-z0-9_.]+)\{")
 _OPERATION = re.compile(r'operation_name:("[^"]+"|\S+)')
 
 
@@ -188,6 +194,12 @@ def _semantic_checks(raw: dict[str, Any], errors: list[str]) -> None:
             op = op.strip('"')
             if op not in OPERATION_NAMES:
                 errors.append(f"{path}: operation_name {op!r} is not one the toolkit emits")
+        for metric in _SPAN_METRIC.findall(text):
+            if metric not in span_metrics.defined():
+                errors.append(
+                    f"{path}: span-based metric {metric!r} is not defined in "
+                    f"{span_metrics.FILE.relative_to(DASHBOARDS.parent)}"
+                )
     layout = raw.get("layout_type")
     reflow = raw.get("reflow_type", "auto")
     for i, widget in enumerate(raw.get("widgets", [])):
@@ -229,10 +241,15 @@ def validate_text(text: str, name: str = "<dashboard>") -> list[str]:
 
 
 def validate(folder: Path = DASHBOARDS) -> list[str]:
+    """The dashboards' problems, and the span-based metrics' (``metrics/``)."""
     files = sorted(folder.glob("*.json"))
     if not files:
         return [f"{folder}: no dashboard JSON files"]
-    return [e for f in files for e in validate_text(f.read_text(), str(f))]
+    errors = [e for f in files for e in validate_text(f.read_text(), str(f))]
+    metrics = folder / "metrics" / span_metrics.FILE.name
+    if metrics.exists():
+        errors += span_metrics.validate(metrics)
+    return errors
 
 
 def marker(stem: str) -> str:
@@ -271,6 +288,9 @@ def push(folder: Path, *, api_url: str, api_key: str, app_key: str, dry_run: boo
                 done.append(f"updated {raw['title']!r} ({match['id']}) from {path.name}")
             else:
                 done.append(f"would update {raw['title']!r} ({match['id']}) from {path.name}")
+        metrics = folder / "metrics" / span_metrics.FILE.name
+        if metrics.exists():  # the metrics the dashboards chart, computed from all spans
+            done += span_metrics.push(metrics, client, dry_run=dry_run)
     return done
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dsqltrace import span_metrics
 from dsqltrace.dashboards import DASHBOARDS, push, validate, validate_text
 from dsqltrace.httpserver import HttpRequest, HttpResponse, bound_port, json_response, start
 
@@ -22,7 +24,7 @@ def test_committed_dashboards_are_valid() -> None:
 
 
 def test_dashboard_covers_what_the_issue_asks() -> None:
-    text = json.dumps(ORIGINAL)
+    text = json.dumps(ORIGINAL) + span_metrics.FILE.read_text()
     for needle in (
         "p50:trace.aws.lambda",
         "p95:trace.aws.lambda",
@@ -39,6 +41,48 @@ def test_dashboard_covers_what_the_issue_asks() -> None:
     ):
         assert needle in text, needle
     assert {t["name"] for t in ORIGINAL["template_variables"]} == {"env", "service", "functionname"}
+
+
+def test_token_connect_query_and_occ_widgets_chart_metrics_from_all_spans() -> None:
+    """Not the spans data source (indexed spans only, a sample): span-based metrics."""
+    charted: set[str] = set()
+    for widget in ORIGINAL["widgets"]:
+        definition = json.dumps(widget["definition"])
+        if any(k in definition for k in ("token", "connect", "postgresql.query", "occ")):
+            if "Save Todo" in definition:
+                continue  # the application's own spans
+            assert '"data_source": "spans"' not in definition, widget["definition"]["title"]
+            charted |= set(re.findall(r"dsqltrace\.[a-z0-9_.]+", definition))
+    assert charted == span_metrics.defined()
+
+
+METRIC_CASES = [
+    (lambda m: m[0]["data"].update(id="todo.latency"), "does not start with 'dsqltrace.'"),
+    (lambda m: m.append(m[0]), "is defined twice"),
+    (
+        lambda m: m[1]["data"]["attributes"]["filter"].update(query="operation_name:dsql.conect"),
+        "'dsql.conect' is not one the toolkit emits",
+    ),
+    (
+        lambda m: m[3]["data"]["attributes"]["compute"].update(path="@dsql.occ.retries"),
+        "@dsql.occ.retries is not one the toolkit sets",
+    ),
+    (
+        lambda m: m[0]["data"]["attributes"]["compute"].update(aggregation_type="histogram"),
+        "span_metrics[0]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), METRIC_CASES)
+def test_span_metric_mistakes_are_reported(tmp_path: Path, change, message) -> None:
+    data = json.loads(span_metrics.FILE.read_text())
+    assert span_metrics.validate(span_metrics.FILE) == []
+    change(data["span_metrics"])
+    bad = tmp_path / "span-metrics.json"
+    bad.write_text(json.dumps(data))
+    errors = span_metrics.validate(bad)
+    assert any(message in e for e in errors), errors
 
 
 def mutate(change) -> str:
@@ -99,11 +143,19 @@ CASES = [
     ),
     (
         _set(
-            ["widgets", 6, "definition", "requests", 0, "queries", 1, "search", "query"],
+            ["widgets", 10, "definition", "requests", 0, "queries", 1, "search", "query"],
             "operation_name:dsql.conect",
         ),
-        "$.widgets[6]",
+        "$.widgets[10]",
         "'dsql.conect' is not one the toolkit emits",
+    ),
+    (
+        _set(
+            ["widgets", 6, "definition", "requests", 0, "queries", 1, "query"],
+            "p95:dsqltrace.dsql.conect.duration{$env}",
+        ),
+        "$.widgets[6]",
+        "'dsqltrace.dsql.conect.duration' is not defined",
     ),
     (
         _set(
@@ -140,6 +192,7 @@ class FakeDatadog:
 
     def __init__(self) -> None:
         self.dashboards: dict[str, dict] = {}
+        self.metrics: dict[str, dict] = {}
         self.calls: list[tuple[str, str]] = []
         self.keys: set[tuple[str, str]] = set()
 
@@ -159,6 +212,25 @@ class FakeDatadog:
             new_id = f"abc-{len(self.dashboards) + 1:03d}-xyz"
             self.dashboards[new_id] = {**body, "id": new_id}
             return json_response(200, json.dumps(self.dashboards[new_id]).encode())
+        if request.path == "/api/v2/apm/config/metrics" and request.method == "GET":
+            data = [{"id": k, "type": "spans_metrics", **v} for k, v in self.metrics.items()]
+            return json_response(200, json.dumps({"data": data}).encode())
+        if request.path == "/api/v2/apm/config/metrics" and request.method == "POST":
+            data = json.loads(request.body)["data"]
+            if data["id"] in self.metrics:
+                return json_response(409, b'{"errors": ["exists"]}')
+            self.metrics[data["id"]] = {"attributes": data["attributes"]}
+            return json_response(200, json.dumps({"data": data}).encode())
+        if request.path.startswith("/api/v2/apm/config/metrics/") and request.method == "PATCH":
+            metric_id = request.path.rsplit("/", 1)[1]
+            if metric_id not in self.metrics:
+                return json_response(404, b'{"errors": ["not found"]}')
+            attributes = json.loads(request.body)["data"]["attributes"]
+            self.metrics[metric_id]["attributes"].update(
+                {k: v for k, v in attributes.items() if k != "compute"}
+            )
+            data = {"id": metric_id, "type": "spans_metrics", **self.metrics[metric_id]}
+            return json_response(200, json.dumps({"data": data}).encode())
         if request.path.startswith("/api/v1/dashboard/") and request.method == "PUT":
             dash_id = request.path.rsplit("/", 1)[1]
             if dash_id not in self.dashboards:
@@ -194,9 +266,14 @@ def fake_api():
 def test_push_creates_then_updates_never_duplicates(fake_api) -> None:
     api, url = fake_api
     first = push(DASHBOARDS, api_url=url, api_key="k1", app_key="a1", dry_run=False)
-    assert len(first) == 1 and first[0].startswith("created")
+    metrics = span_metrics.defined()
+    assert len(first) == 1 + len(metrics) and first[0].startswith("created")
+    assert sorted(first[1:]) == sorted(f"created span metric {m}" for m in metrics)
     second = push(DASHBOARDS, api_url=url, api_key="k1", app_key="a1", dry_run=False)
     assert second[0].startswith("updated")
+    assert sorted(second[1:]) == sorted(f"updated span metric {m}" for m in metrics)
+    assert set(api.metrics) == metrics  # created once each, then updated in place
+    assert ("PATCH", "/api/v2/apm/config/metrics/dsqltrace.dsql.connect.duration") in api.calls
     assert len(api.dashboards) == 1
     stored = next(iter(api.dashboards.values()))
     assert stored["title"] == ORIGINAL["title"]
@@ -211,7 +288,8 @@ def test_dry_run_changes_nothing(fake_api) -> None:
     api, url = fake_api
     lines = push(DASHBOARDS, api_url=url, api_key="k", app_key="a", dry_run=True)
     assert lines[0].startswith("would create")
-    assert api.dashboards == {}
+    assert all(line.startswith("would") for line in lines)
+    assert api.dashboards == {} and api.metrics == {}
     assert all(m == "GET" for m, _ in api.calls)
 
 
