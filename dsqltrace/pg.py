@@ -284,9 +284,20 @@ class EmbeddedPostgres:
         )
         return result.stdout
 
-    def add_password_role(self, role: str, password: str) -> None:
-        """A login role that must authenticate with its password (SCRAM), for secret-leak tests."""
-        self.psql(f"CREATE ROLE {role} WITH LOGIN SUPERUSER PASSWORD '{password}'")
+    def add_password_role(
+        self,
+        role: str,
+        password: str,
+        *,
+        superuser: bool = True,
+        connection_limit: int | None = None,
+    ) -> None:
+        """A login role that must authenticate with its password (SCRAM): for secret-leak
+        tests, and (not a superuser, with ``connection_limit``) for SQLSTATE 53300."""
+        options = "SUPERUSER" if superuser else "NOSUPERUSER"
+        if connection_limit is not None:
+            options += f" CONNECTION LIMIT {int(connection_limit)}"
+        self.psql(f"CREATE ROLE {role} WITH LOGIN {options} PASSWORD '{password}'")
         hba = self.data / "pg_hba.conf"
         hba.write_text(f"hostssl all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "reload")

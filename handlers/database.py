@@ -7,6 +7,10 @@ DSQL closes connections at 60 minutes; the jitter keeps environments born in
 one burst from renewing in one burst, as psycopg_pool does) or found dead after a freeze, and every
 transaction is retried on optimistic-concurrency conflicts (SQLSTATE 40001)
 with exponential backoff and jitter, within the invocation's remaining time.
+A connection DSQL refuses for its limits (53400: more than 100 new connections
+a second, as a burst of cold starts can make; 53300: 10,000 connections) is
+tried again the same way; when it still fails the API answers 503 with
+``Retry-After``.
 
 Environment variables
 ---------------------
@@ -35,10 +39,11 @@ import psycopg
 
 from handlers.token import TokenGenerator
 from tracing import current_span, names
-from tracing.db import DsqlConnection, TracedConnection
+from tracing.db import DsqlConnection, TracedConnection, refusal_sqlstate
 from tracing.spans import error_message
 
 __all__ = [
+    "CONNECT_RETRY_SQLSTATES",
     "RETRYABLE_SQLSTATES",
     "ConflictRetriesExhausted",
     "Database",
@@ -53,6 +58,9 @@ T = TypeVar("T")
 
 #: SQLSTATEs after which the whole transaction is retried (DSQL: OC000, OC001).
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+#: SQLSTATEs of a refused connection worth another attempt: DSQL's connection rate
+#: (100 per second, 53400) and count (10,000, 53300) limits.
+CONNECT_RETRY_SQLSTATES = frozenset({"53300", "53400"})
 _CA_BUNDLES = ("/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -79,6 +87,9 @@ class Settings:
     retries: int = 5
     backoff_base_s: float = 0.002
     backoff_cap_s: float = 0.1
+    connect_retries: int = 6
+    connect_backoff_base_s: float = 0.025
+    connect_backoff_cap_s: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -158,15 +169,38 @@ class Database:
             args["sslnegotiation"] = "direct"  # TLS at once: one round trip fewer
         return "", args
 
-    def connect(self) -> TracedConnection:
-        """Open a new connection (a ``dsql.connect`` span); DatabaseUnavailable if it fails."""
+    def connect(self, deadline: float | None = None) -> TracedConnection:
+        """Open a new connection (a connect span per attempt); DatabaseUnavailable if it fails.
+
+        A connection refused for DSQL's limits (:data:`CONNECT_RETRY_SQLSTATES`) is
+        tried again with exponential backoff and full jitter, at most
+        ``connect_retries`` times and never past ``deadline`` (a ``time.monotonic()``
+        value); the attempt that succeeds records how many were refused before it.
+        """
         self.close()
-        conninfo, args = self._connect_args()
-        try:
-            connection_class = TracedConnection if self._tokens is None else DsqlConnection
-            self._conn = connection_class.connect(conninfo, **args)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(_describe_failure(exc)) from None
+        s = self.settings
+        refused = 0
+        while True:
+            conninfo, args = self._connect_args()
+            try:
+                connection_class = TracedConnection if self._tokens is None else DsqlConnection
+                self._conn = connection_class.connect(conninfo, retry_count=refused, **args)
+                break
+            except psycopg.OperationalError as exc:
+                sqlstate = refusal_sqlstate(exc)
+                if sqlstate not in CONNECT_RETRY_SQLSTATES:
+                    raise DatabaseUnavailable(_describe_failure(exc)) from None
+                refused += 1
+                delay = random.uniform(0.5, 1.0) * min(
+                    s.connect_backoff_cap_s, s.connect_backoff_base_s * 2**refused
+                )
+                if refused > s.connect_retries or (
+                    deadline is not None and time.monotonic() + delay > deadline
+                ):
+                    raise DatabaseUnavailable(
+                        f"connection refused (SQLSTATE {sqlstate}), still after {refused} attempts"
+                    ) from None
+                time.sleep(delay)
         self._opened_at = time.monotonic()
         self._lifetime_s = self.settings.max_lifetime_s * random.uniform(0.95, 1.0)
         return self._conn
@@ -178,7 +212,7 @@ class Database:
         except DatabaseUnavailable as exc:
             logger.warning("database not reachable during init: %s", exc)
 
-    def connection(self) -> TracedConnection:
+    def connection(self, deadline: float | None = None) -> TracedConnection:
         """The open connection, reopened if closed, broken or past its lifetime."""
         conn = self._conn
         if (
@@ -187,7 +221,7 @@ class Database:
             or conn.broken
             or time.monotonic() - self._opened_at > self._lifetime_s
         ):
-            return self.connect()
+            return self.connect(deadline)
         return conn
 
     def close(self) -> None:
@@ -214,7 +248,7 @@ class Database:
         conflicts = 0
         reconnected = False
         while True:
-            conn = self.connection()
+            conn = self.connection(deadline)
             in_commit = False
             try:
                 with conn.transaction():

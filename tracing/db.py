@@ -50,6 +50,7 @@ __all__ = [
     "connect_attributes",
     "describe_query",
     "redact_sql",
+    "refusal_sqlstate",
     "reset_caches",
     "traced_cursor_factory",
 ]
@@ -377,6 +378,26 @@ def connect_attributes(
     return attrs
 
 
+#: How a refused connection says why, when libpq gives its SQLSTATE only in the message
+#: (psycopg has no ``sqlstate`` for a failed connect): PostgreSQL's and Aurora DSQL's.
+_REFUSALS = (
+    ("rate exceeded", "53400"),  # DSQL: more than 100 new connections a second
+    ("too many connections", "53300"),
+    ("too many clients", "53300"),
+)
+
+
+def refusal_sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a connection refused for a limit (53300, 53400), or None."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate in ("53300", "53400"):
+        return str(sqlstate)
+    if not isinstance(exc, psycopg.OperationalError):
+        return None
+    text = str(exc).lower()
+    return next((code for marker, code in _REFUSALS if marker in text), None)
+
+
 def _connect_scope(
     span_name: str, conninfo: str, kwargs: dict[str, Any], base: type[Any]
 ) -> SpanScope:
@@ -392,11 +413,21 @@ class TracedConnection(psycopg.Connection[Any]):
     connect_span_name: ClassVar[str] = names.DB_CONNECT
 
     @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> TracedConnection:
+    def connect(  # type: ignore[override]  # one keyword more than psycopg's: retry_count
+        cls, conninfo: str = "", *, retry_count: int = 0, **kwargs: Any
+    ) -> TracedConnection:
+        """Connect as ``psycopg.Connection.connect`` does, in a connect span;
+        ``retry_count`` (how many attempts the server refused before this one) is
+        recorded on it as ``dsql.connect.retry_count``."""
         scope = _connect_scope(cls.connect_span_name, conninfo, kwargs, psycopg.Cursor)
+        if retry_count:
+            scope.span.set_attribute(names.DSQL_CONNECT_RETRY_COUNT, retry_count)
         try:
             conn = super().connect(conninfo, **kwargs)
         except BaseException as exc:
+            refused = refusal_sqlstate(exc)
+            if refused is not None:
+                scope.span.set_attribute(names.DB_RESPONSE_STATUS_CODE, refused)
             scope.close(exc)
             raise
         scope.close()

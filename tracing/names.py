@@ -49,6 +49,7 @@ __all__ = [
     "DEPLOYMENT_ENVIRONMENT",
     "DEPLOYMENT_ENVIRONMENT_LEGACY",
     "DSQL_CONNECT",
+    "DSQL_CONNECT_RETRY_COUNT",
     "DSQL_OCC_RETRY_COUNT",
     "DSQL_RECONNECT",
     "DSQL_TOKEN_GENERATE",
@@ -173,6 +174,8 @@ SERVER_PORT: Final = "server.port"
 # --- This project's own attributes -----------------------------------------------
 #: How many times an optimistic-concurrency conflict (SQLSTATE 40001) was retried.
 DSQL_OCC_RETRY_COUNT: Final = "dsql.occ.retry_count"
+#: How many connection attempts the server refused (53300, 53400) before this one.
+DSQL_CONNECT_RETRY_COUNT: Final = "dsql.connect.retry_count"
 #: True when the connection was reopened after a dead one was found.
 DSQL_RECONNECT: Final = "dsql.reconnect"
 #: How the auth token was signed: ``environment`` (credentials in env) or ``boto3``.
