@@ -4,6 +4,7 @@ HTTPS receiver that checks signatures as AWS would, real stdout, the official pr
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import gzip
 import http.server
@@ -76,6 +77,34 @@ def test_header_signing_matches_botocore_for_a_post_with_a_body() -> None:
         )
         assert ours["X-Amz-Date"] == "20261202T010203Z"
         assert ("X-Amz-Security-Token" in ours) == (token is not None)
+
+
+@contextlib.contextmanager
+def _capture() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """A plain HTTP receiver answering 200; its URL and what it received (lower-case
+    header names, body)."""
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class _AwsLikeReceiver:
@@ -186,34 +215,15 @@ def test_xray_exports_are_signed_and_accepted(receiver, compression) -> None:
 def test_a_bearer_token_in_the_headers_replaces_the_signature(tmp_path: Path) -> None:
     """The endpoint's API-key option: Authorization from OTEL_EXPORTER_OTLP_HEADERS is sent
     as it is, and nothing is signed (no credentials needed)."""
-    seen: list[dict[str, str]] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append({k.lower(): v for k, v in self.headers.items()})
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with _capture() as (url, received):
         sender = XraySender(
             "eu-west-1",
-            endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1/traces",
+            endpoint=url,
             headers={"Authorization": "Bearer api-key-value"},
             environ={},
         )
         _invoke_three(sender)
-    finally:
-        server.shutdown()
-        server.server_close()
+    seen = [headers for headers, _ in received]
     assert seen and all(h["authorization"] == "Bearer api-key-value" for h in seen)
     assert not any("x-amz-date" in h for h in seen)
 
@@ -308,6 +318,19 @@ def test_stdout_otlp_writes_one_envelope_line_per_export() -> None:
     assert envelope["endpoint"] == "http://collector:4318/v1/traces"
     decoded = [sorted(set(_decode_line(line)) - {names.LAMBDA_INIT}) for line in lines]
     assert decoded == [["GET", "work"]] * 3
+
+
+def test_stdout_otlp_never_writes_credentials_of_the_endpoint() -> None:
+    stream = io.BytesIO()
+    sender = StdoutOtlpSender(
+        source="s",
+        endpoint="https://user:hunter2@otlp.example/v1/traces?api_key=k3y",
+        stream=stream,
+    )
+    _invoke_three(sender)
+    out = stream.getvalue()
+    assert b"hunter2" not in out and b"k3y" not in out
+    assert json.loads(out.splitlines()[0])["endpoint"] == "https://otlp.example/v1/traces"
 
 
 def test_stdout_otlp_splits_exports_to_fit_a_log_event() -> None:
@@ -446,29 +469,10 @@ def test_the_forwarder_posts_each_envelope_of_a_subscription_event(monkeypatch) 
     messages = ["START RequestId: abc Version: $LATEST", *lines, "plain log line {not json"]
     data = {"logEvents": [{"id": str(i), "message": m} for i, m in enumerate(messages)]}
     event = {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(data).encode()))}}
-    received: list[tuple[dict[str, str], bytes]] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
-        monkeypatch.setenv("FORWARD_ENDPOINT", f"http://127.0.0.1:{port}/v1/traces")
+    with _capture() as (url, received):
+        monkeypatch.setenv("FORWARD_ENDPOINT", url)
         monkeypatch.setenv("FORWARD_HEADERS", "dd-api-key=forwarder-key")
-        assert forwarder.handler(event, None) == {"forwarded": 3, "refused": 0}
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert forwarder.handler(event, None) == {"forwarded": 3, "refused": 0, "unsent": 0}
     assert len(received) == 3
     for headers, body in received:
         assert headers["dd-api-key"] == "forwarder-key"
@@ -484,3 +488,32 @@ def test_stdout_otlp_with_a_text_only_stdout(monkeypatch) -> None:
     _invoke_three(StdoutOtlpSender(source="s", endpoint="http://c/v1/traces"))
     lines = text.getvalue().splitlines()
     assert len(lines) == 3 and all("GET" in _decode_line(line.encode()) for line in lines)
+
+
+def test_the_forwarder_stays_within_the_invocations_time_against_a_silent_collector(
+    monkeypatch,
+) -> None:
+    """A collector that accepts connections and never answers: the first post is cut at
+    the invocation's deadline (less the margin), the rest are not tried."""
+    import socket as socket_module
+
+    from tracing import forwarder
+
+    stream = io.BytesIO()
+    _invoke_three(StdoutOtlpSender(source="s", endpoint="http://unused/v1/traces", stream=stream))
+    messages = stream.getvalue().decode().splitlines()
+    data = {"logEvents": [{"id": str(i), "message": m} for i, m in enumerate(messages)]}
+    event = {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(data).encode()))}}
+    silent = socket_module.create_server(("127.0.0.1", 0))
+    accepted: list = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return int((forwarder.MARGIN_S + 0.3) * 1000)
+
+    monkeypatch.setenv("FORWARD_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}/v1/traces")
+    try:
+        assert forwarder.handler(event, Context()) == {"forwarded": 0, "refused": 1, "unsent": 2}
+    finally:
+        silent.close()

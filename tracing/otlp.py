@@ -375,6 +375,11 @@ class OtlpHttpExporter:
             logger.warning("tracing: %d span(s) could not be encoded and were dropped", skipped)
         if self._gzip:
             body = zlib.compress(body, wbits=31)
+        self.post(body, deadline)
+
+    def post(self, body: bytes, deadline: float) -> None:
+        """POST an encoded (and, with ``gzip``, compressed) body by ``deadline`` (a
+        ``time.monotonic()`` value); raise :class:`ExportError` unless it was accepted."""
         if time.monotonic() >= deadline:  # nothing was sent: the spans may be sent again
             raise ExportError("encoding used up the flush timeout", retryable=True)
         head = self._head_prefix

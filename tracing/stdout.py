@@ -17,7 +17,8 @@ Each line is written with one call on the binary stream under its lock, so a
 log line the function writes in one call (as ``logging`` does) is never
 interleaved with it.  The envelope's ``headers`` stay empty: headers from
 ``OTEL_EXPORTER_OTLP_HEADERS`` often hold an API key, which must not reach the
-logs; the forwarder (:mod:`tracing.forwarder`) adds its own.
+logs; the forwarder (:mod:`tracing.forwarder`) adds its own.  For the same
+reason the ``endpoint`` is written without credentials or query.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import urlsplit, urlunsplit
 
 from tracing.otlp import _Cache, _encode
 from tracing.runtime import logger
@@ -45,6 +47,13 @@ MARKER = "__otel_otlp_stdout"
 MAX_LINE_BYTES = 256 * 1024 - 26 - 1
 
 
+def _public(endpoint: str) -> str:
+    """The endpoint without credentials or query: the line goes to the logs (the
+    forwarder brings its own credentials, ``FORWARD_HEADERS``)."""
+    parts = urlsplit(endpoint)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
 class StdoutOtlpSender:
     """Writes each export as one otlp-stdout line to ``stream`` (default: stdout)."""
 
@@ -54,7 +63,7 @@ class StdoutOtlpSender:
         self._envelope = {
             MARKER: FORMAT_VERSION,
             "source": source,
-            "endpoint": endpoint,
+            "endpoint": _public(endpoint),
             "method": "POST",
             "content-type": "application/x-protobuf",
             "content-encoding": "gzip",
