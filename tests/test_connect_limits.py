@@ -70,13 +70,11 @@ def test_a_refused_connection_is_retried_until_the_limit_frees(
 ) -> None:
     threading.Timer(0.15, holder.close).start()  # the other connection goes away
     database = _database(limited)
-    started = time.monotonic()
     conn = database.connect(deadline=time.monotonic() + 5)
     try:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         database.close()
-    assert time.monotonic() - started < 3
     spans = _connects(sink)
     refused, accepted = spans[:-1], spans[-1]
     assert refused and all(s.attributes[names.DB_RESPONSE_STATUS_CODE] == "53300" for s in refused)
@@ -86,11 +84,13 @@ def test_a_refused_connection_is_retried_until_the_limit_frees(
 
 def test_it_gives_up_at_the_deadline(sink: InMemorySender, limited, holder) -> None:
     database = _database(limited)
-    started = time.monotonic()
+    deadline_ns = time.time_ns() + 300_000_000
     with pytest.raises(DatabaseUnavailable, match=r"SQLSTATE 53300\), still after"):
         database.connect(deadline=time.monotonic() + 0.3)
-    assert time.monotonic() - started < 0.6  # no attempt would end past the deadline
-    assert len(_connects(sink)) >= 2
+    attempts = _connects(sink)
+    assert len(attempts) >= 2
+    # No attempt was started past the deadline (the backoff gives up instead).
+    assert all(s.start_time < deadline_ns for s in attempts)
     assert PASSWORD not in str(sink.spans)
 
 

@@ -19,14 +19,14 @@ environment, as in the on-demand emulation).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import signal
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from dsqltrace.emulator.environment import API, SHUTDOWN_GRACE_S, Environment, Invocation
+from dsqltrace.emulator.environment import API, Environment, Invocation
 from dsqltrace.httpserver import HttpRequest, HttpResponse
 
 __all__ = ["ConcurrentEnvironment"]
@@ -122,59 +122,37 @@ class ConcurrentEnvironment(Environment):
                 invocation.settle(kind)
         super()._die(kind, release=release)
 
-    def _group_alive(self) -> bool:
-        """Whether any process of the environment (its session's group) still runs."""
-        assert self.process is not None
-        if self.process.returncode is None:
-            return True
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        # Only zombies may be left: /proc says whether any member still runs.
-        return any(_running(pid, self.process.pid) for pid in _group_members(self.process.pid))
+    def _graceful(self) -> bool:
+        return True  # the workers deliver what they kept when SIGTERM comes
 
-    async def stop(self) -> None:
-        """SIGTERM to every worker (they deliver what is left), SIGKILL after the grace."""
-        self._die("shutdown", release=False)
+    def _signal(self, sig: int) -> None:
+        # The workers can outlive awslambdaric's parent process (SIGTERM ends it at once):
+        # signal the whole group whatever became of the parent.
         if self.process is not None:
-            self._signal(signal.SIGTERM)
-            # The workers, not just awslambdaric's parent process (which SIGTERM ends at
-            # once): each delivers what it kept before it exits.
-            deadline = time.monotonic() + SHUTDOWN_GRACE_S
-            while self._group_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            if self._group_alive():
-                self._log(f"[{self.name}] still running {SHUTDOWN_GRACE_S} s after SIGTERM")
-            else:
-                self._log(f"[{self.name}] workers exited after SIGTERM")
-            self._signal(signal.SIGKILL)
-            await self.process.wait()
-        self._release_waiters()
-        if self.limits is not None:
-            self.limits.remove()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
+    async def _exited_within(self, seconds: float) -> str | None:
+        """Wait for every worker, not just the parent, to have exited."""
+        assert self.process is not None
+        deadline = time.monotonic() + seconds
+        while _group_running(self.process.pid):
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.01)
+        return "workers exited"
 
 
-def _stat(pid: str | int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name, or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies do not count)."""
     for entry in os.listdir("/proc"):
-        fields = _stat(entry) if entry.isdigit() else None
-        if fields is not None and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
-def _running(pid: int, pgid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z"
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        state, _ppid, group = text[text.rindex(")") + 2 :].split()[:3]
+        if int(group) == pgid and state != "Z":
+            return True
+    return False

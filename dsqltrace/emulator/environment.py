@@ -269,22 +269,35 @@ class Environment:
     async def stop(self) -> None:
         """End the environment as Lambda does: with an extension registered, thaw, SIGTERM,
         then SIGKILL after 500 ms; without one, SIGKILL."""
-        graceful = bool(self.extensions)
+        graceful = self._graceful()
         self._die("shutdown", release=False)
         self.thaw()
         if self.process is not None:
             if graceful:
                 self._signal(signal.SIGTERM)
-                try:
-                    code = await asyncio.wait_for(self.process.wait(), SHUTDOWN_GRACE_S)
-                    self._log(f"[{self.name}] exited with code {code} after SIGTERM")
-                except TimeoutError:
+                exited = await self._exited_within(SHUTDOWN_GRACE_S)
+                if exited is None:
                     self._log(f"[{self.name}] still running {SHUTDOWN_GRACE_S} s after SIGTERM")
+                else:
+                    self._log(f"[{self.name}] {exited} after SIGTERM")
             self._signal(signal.SIGKILL)
             await self.process.wait()
         self._release_waiters()
         if self.limits is not None:
             self.limits.remove()
+
+    def _graceful(self) -> bool:
+        """Whether stopping starts with SIGTERM: Lambda sends it with an extension registered."""
+        return bool(self.extensions)
+
+    async def _exited_within(self, seconds: float) -> str | None:
+        """Wait up to ``seconds`` for the runtime to exit: how it ended, or None."""
+        assert self.process is not None
+        try:
+            code = await asyncio.wait_for(self.process.wait(), seconds)
+        except TimeoutError:
+            return None
+        return f"exited with code {code}"
 
     async def reap(self) -> None:
         """Wait for the process to have exited and let go of its pipes (at the end of a run)."""
