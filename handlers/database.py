@@ -191,12 +191,10 @@ class Database:
                 if sqlstate not in CONNECT_RETRY_SQLSTATES:
                     raise DatabaseUnavailable(_describe_failure(exc)) from None
                 refused += 1
-                delay = random.uniform(0.5, 1.0) * min(
-                    s.connect_backoff_cap_s, s.connect_backoff_base_s * 2**refused
+                delay = _backoff(
+                    refused, s.connect_backoff_base_s, s.connect_backoff_cap_s, (0.5, 1.0)
                 )
-                if refused > s.connect_retries or (
-                    deadline is not None and time.monotonic() + delay > deadline
-                ):
+                if _out_of_retries(refused, s.connect_retries, delay, deadline):
                     raise DatabaseUnavailable(
                         f"connection refused (SQLSTATE {sqlstate}), still after {refused} attempts"
                     ) from None
@@ -261,11 +259,8 @@ class Database:
                 if exc.sqlstate in RETRYABLE_SQLSTATES:
                     conflicts += 1
                     current_span().set_attribute(names.DSQL_OCC_RETRY_COUNT, conflicts)
-                    delay = min(s.backoff_cap_s, s.backoff_base_s * 2**conflicts)
-                    delay *= random.uniform(0.75, 1.25)
-                    if conflicts > s.retries or (
-                        deadline is not None and time.monotonic() + delay > deadline
-                    ):
+                    delay = _backoff(conflicts, s.backoff_base_s, s.backoff_cap_s, (0.75, 1.25))
+                    if _out_of_retries(conflicts, s.retries, delay, deadline):
                         raise ConflictRetriesExhausted(
                             f"gave up after {conflicts} conflicting attempts"
                         ) from None
@@ -279,6 +274,17 @@ class Database:
                     current_span().set_attribute(names.DSQL_RECONNECT, True)
                     continue
                 raise
+
+
+def _backoff(attempt: int, base_s: float, cap_s: float, jitter: tuple[float, float]) -> float:
+    """Exponential backoff for ``attempt`` (1, 2, ...), capped, times a random jitter."""
+    low, high = jitter
+    return min(cap_s, base_s * 2.0**attempt) * random.uniform(low, high)
+
+
+def _out_of_retries(attempt: int, most: int, delay: float, deadline: float | None) -> bool:
+    """Whether to give up: past ``most`` attempts, or the delay would cross ``deadline``."""
+    return attempt > most or (deadline is not None and time.monotonic() + delay > deadline)
 
 
 def _describe_failure(exc: psycopg.Error) -> str:
