@@ -32,7 +32,7 @@ from tracing.runtime import current as current_runtime
 from tracing.spans import record_error
 from tracing.triggers import RouteTable, Trigger
 
-__all__ = ["RouteTable", "traced_handler"]
+__all__ = ["RouteTable", "reset_caches", "traced_handler"]
 
 H = TypeVar("H", bound=Callable[[Any, Any], Any])
 
@@ -327,11 +327,24 @@ def _describe(event: Any, context: Any, table: RouteTable) -> Trigger:
         attrs[names.FAAS_INVOCATION_ID] = request_id
     arn = _text(context, "invoked_function_arn")
     if arn:
-        resource_id, alias = _resource_id(arn)
-        attrs[names.CLOUD_RESOURCE_ID] = resource_id
-        if alias:
-            attrs[names.INVOKED_ALIAS] = alias
-        parts = arn.split(":")
-        if len(parts) > 4 and parts[4]:
-            attrs[names.CLOUD_ACCOUNT_ID] = parts[4]
+        attrs.update(_arn_attributes(arn))
     return trigger
+
+
+@functools.lru_cache(maxsize=16)
+def _arn_attributes(arn: str) -> tuple[tuple[str, str], ...]:
+    """The ``cloud.*`` attributes of an invoked ARN, parsed once per ARN (an environment
+    is invoked through one ARN, or a few aliases)."""
+    resource_id, alias = _resource_id(arn)
+    out = [(names.CLOUD_RESOURCE_ID, resource_id)]
+    if alias:
+        out.append((names.INVOKED_ALIAS, alias))
+    parts = arn.split(":")
+    if len(parts) > 4 and parts[4]:
+        out.append((names.CLOUD_ACCOUNT_ID, parts[4]))
+    return tuple(out)
+
+
+def reset_caches() -> None:
+    """Forget parsed ARNs (they depend on ``AWS_LAMBDA_FUNCTION_VERSION``): tests."""
+    _arn_attributes.cache_clear()

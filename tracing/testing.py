@@ -97,7 +97,7 @@ def reset_tracing() -> None:
     coldstart.reset()
     import sys
 
-    for module in ("tracing.otlp", "tracing.db"):
+    for module in ("tracing.otlp", "tracing.db", "tracing.handler"):
         loaded = sys.modules.get(module)
         if loaded is not None:
             loaded.reset_caches()
