@@ -337,4 +337,5 @@ def test_datadog_propagator_by_name_in_otel_propagators(global_textmap: None) ->
 
     span_context = trace.get_current_span(ctx).get_span_context()
     assert (span_context.trace_id, span_context.span_id) == (1234, 5678)
-    assert DatadogPropagator().extract({"x-datadog-trace-id": "x"}) is not None
+    malformed = DatadogPropagator().extract({"x-datadog-trace-id": "x", "x-datadog-parent-id": "1"})
+    assert not trace.get_current_span(malformed).get_span_context().is_valid
