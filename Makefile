@@ -7,7 +7,7 @@ AGENT_VENV := .venv-agent
 # The Datadog APM test agent pins older OpenTelemetry protos: its own virtualenv.
 AGENT_VERSION := 1.69.1
 
-.PHONY: install postgres-binaries demo test lint typecheck pytest bench compare delivery httpbench reliability synth asset clean
+.PHONY: install postgres-binaries demo test lint typecheck pytest bench compare delivery snapstart httpbench reliability synth asset clean
 # jsii (under aws-cdk-lib) warns at length about the machine's Node.js version.
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20
@@ -74,6 +74,10 @@ compare: install
 # What each delivery mode costs the caller and the bill, through the emulator (1769 and 256 MB).
 delivery: install
 	$(BIN)/python -m bench.delivery $(ARGS)
+
+# SnapStart in the emulator: first response after a restore against an ordinary cold start.
+snapstart: install
+	$(BIN)/python -m bench.snapstart $(ARGS)
 
 # CPU per request of the local servers' HTTP layer (llhttp) against the parser it replaced.
 httpbench: install

@@ -46,6 +46,7 @@ def todo_functions(
     idle_timeout_s: float | None = None,
     limit_cpu: bool = True,
     max_concurrency: int | None = None,
+    snapstart: bool = False,
 ) -> list[FunctionConfig]:
     return [
         FunctionConfig(
@@ -58,6 +59,7 @@ def todo_functions(
             idle_timeout_s=idle_timeout_s,
             limit_cpu=limit_cpu,
             max_concurrency=max_concurrency,
+            snapstart=snapstart,
         )
         for name, handler in (
             (INSERT_FUNCTION, "handlers.insert.handler"),

@@ -89,6 +89,7 @@ async def serve(args: argparse.Namespace, db_env: dict[str, str]) -> None:
             idle_timeout_s=args.idle_timeout,
             limit_cpu=not args.no_cpu_limit,
             max_concurrency=args.max_concurrency,
+            snapstart=args.snapstart,
         ),
         todo_routes(),
         task_root=ROOT,
@@ -146,6 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Lambda Managed Instances: invocations one environment serves at once, one "
         "awslambdaric worker process each, never frozen (default: on-demand Lambda)",
+    )
+    parser.add_argument(
+        "--snapstart",
+        action="store_true",
+        help="SnapStart: run init once at startup (publication) and serve cold starts by "
+        "restoring copies of it (forks of the snapshot's process; see docs/local-stack.md)",
     )
     parser.add_argument(
         "--idle-timeout",

@@ -4,13 +4,18 @@ Lambda runs one request at a time per environment, so one connection is
 enough.  It is opened during init (a cold-start phase), reopened with a fresh
 token when it is older than ``DB_MAX_LIFETIME`` less a random 0-5 % (Aurora
 DSQL closes connections at 60 minutes; the jitter keeps environments born in
-one burst from renewing in one burst, as psycopg_pool does) or found dead after a freeze, and every
-transaction is retried on optimistic-concurrency conflicts (SQLSTATE 40001)
-with exponential backoff and jitter, within the invocation's remaining time.
-A connection DSQL refuses for its limits (53400: more than 100 new connections
-a second, as a burst of cold starts can make; 53300: 10,000 connections) is
-tried again the same way; when it still fails the API answers 503 with
-``Retry-After``.
+one burst from renewing in one burst, as psycopg_pool does) or found dead
+after a freeze, and every transaction is retried on optimistic-concurrency
+conflicts (SQLSTATE 40001) with exponential backoff and jitter, within the
+invocation's remaining time.  A connection DSQL refuses for its limits
+(53400: more than 100 new connections a second, as a burst of cold starts can
+make; 53300: 10,000 connections) is tried again the same way; when it still
+fails the API answers 503 with ``Retry-After``.
+
+With SnapStart the connection is closed before the snapshot and reopened, with
+a fresh token, by an after-restore hook (:meth:`Database.after_restore`): the
+restore's trace shows the new token and connection, and the first request
+finds a live one.
 
 Environment variables
 ---------------------
@@ -44,6 +49,7 @@ from tracing.spans import error_message
 
 __all__ = [
     "CONNECT_RETRY_SQLSTATES",
+    "RESTORE_CONNECT_S",
     "RETRYABLE_SQLSTATES",
     "ConflictRetriesExhausted",
     "Database",
@@ -61,6 +67,8 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 #: SQLSTATEs of a refused connection worth another attempt: DSQL's connection rate
 #: (100 per second, 53400) and count (10,000, 53300) limits.
 CONNECT_RETRY_SQLSTATES = frozenset({"53300", "53400"})
+#: The most the after-restore connect may take (Lambda allows the hooks 10 s in all).
+RESTORE_CONNECT_S = 5.0
 _CA_BUNDLES = ("/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -203,12 +211,26 @@ class Database:
         self._lifetime_s = self.settings.max_lifetime_s * random.uniform(0.95, 1.0)
         return self._conn
 
-    def warm_up(self) -> None:
+    def warm_up(self, deadline: float | None = None) -> None:
         """Connect during init; a failure is logged, and the first request tries again."""
         try:
-            self.connect()
+            self.connect(deadline)
         except DatabaseUnavailable as exc:
             logger.warning("database not reachable during init: %s", exc)
+
+    def before_snapshot(self) -> None:
+        """SnapStart, before the snapshot: close the connection and forget the signer's
+        credentials, so that no restored copy holds a socket, a token or a key of init's."""
+        self.close()
+        if self._tokens is not None:
+            self._tokens.forget()
+
+    def after_restore(self) -> None:
+        """SnapStart, after each restore: connect with a fresh token, within
+        :data:`RESTORE_CONNECT_S`.  A failure is logged, never raised (it would fail the
+        restore): the first request connects then, with its own retries and deadline."""
+        self.close()  # whatever init left (nothing, after before_snapshot) is dead now
+        self.warm_up(time.monotonic() + RESTORE_CONNECT_S)
 
     def connection(self, deadline: float | None = None) -> TracedConnection:
         """The open connection, reopened if closed, broken or past its lifetime."""

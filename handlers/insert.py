@@ -1,13 +1,15 @@
 """The insert function: ``POST /todos``, ``PATCH /todos/{id}``, ``DELETE /todos/{id}``.
 
 Lambda handler: ``handlers.insert.handler``.  Init connects to the database
-(token and connect are cold-start phases under ``aws.lambda.init``).
+(token and connect are cold-start phases under ``aws.lambda.init``); with
+SnapStart the connection is closed before the snapshot and opened again with a
+fresh token after each restore (:meth:`handlers.database.Database.after_restore`).
 """
 
 from handlers.api import WRITE_OPERATIONS, TodoApi, build_handler
 from handlers.database import Database
 from handlers.store import TodoStore
-from tracing import setup_tracing
+from tracing import setup_tracing, snapstart
 
 __all__ = ["database", "handler"]
 
@@ -16,4 +18,6 @@ setup_tracing()
 
 database = Database.from_env()
 database.warm_up()
+snapstart.on_snapshot(database.before_snapshot)
+snapstart.on_restore(database.after_restore)
 handler = build_handler(TodoApi(TodoStore(database)), WRITE_OPERATIONS)

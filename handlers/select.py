@@ -1,12 +1,13 @@
 """The select function: ``GET /todos`` (newest first, paginated) and ``GET /todos/{id}``.
 
-Lambda handler: ``handlers.select.handler``.
+Lambda handler: ``handlers.select.handler``.  Init and SnapStart as in
+:mod:`handlers.insert`.
 """
 
 from handlers.api import READ_OPERATIONS, TodoApi, build_handler
 from handlers.database import Database
 from handlers.store import TodoStore
-from tracing import setup_tracing
+from tracing import setup_tracing, snapstart
 
 __all__ = ["database", "handler"]
 
@@ -15,4 +16,6 @@ setup_tracing()
 
 database = Database.from_env()
 database.warm_up()
+snapstart.on_snapshot(database.before_snapshot)
+snapstart.on_restore(database.after_restore)
 handler = build_handler(TodoApi(TodoStore(database)), READ_OPERATIONS)

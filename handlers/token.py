@@ -95,6 +95,10 @@ class TokenGenerator:
             self._client = boto3.client("dsql", region_name=self.region)
         return self._client
 
+    def forget(self) -> None:
+        """Drop the boto3 client and the credentials it resolved (before a snapshot)."""
+        self._client = None
+
     def generate(self) -> str:
         """A new token (valid for 15 minutes; only checked when connecting)."""
         env = os.environ

@@ -43,6 +43,7 @@ def settings_from_context(app: cdk.App) -> Settings:
         tracing=_bool(ctx("tracing"), True),
         exporter=str(ctx("exporter") or "datadog"),
         forward_to=str(ctx("forwardTo")) if ctx("forwardTo") else None,
+        snap_start=_bool(ctx("snapStart"), False),
     )
 
 

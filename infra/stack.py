@@ -14,7 +14,10 @@ Settings come from CDK context (``cdk.json``, or ``-c key=value``):
   Extension (layer, API key secret); ``xray``: AWS's OTLP endpoint, SigV4-signed
   (``xray:PutTraceSegments``, no layer, no secret); ``stdout-otlp``: one log line per
   export (no layer, no secret), and with ``forwardTo`` (a collector's OTLP/HTTP URL) a
-  forwarder function subscribed to both log groups that posts the lines' spans there.
+  forwarder function subscribed to both log groups that posts the lines' spans there;
+- ``snapStart`` (false): SnapStart on published versions.  Each function then gets
+  a published version and a ``live`` alias on it, and its Function URL is the
+  alias's (SnapStart applies to published versions only, never to ``$LATEST``).
 
 The Datadog API key is never in the template: the deployer passes the ARN of a
 Secrets Manager secret (parameter ``DatadogSecretArn``), which the
@@ -64,6 +67,7 @@ class Settings:
     tracing: bool = True
     exporter: str = "datadog"
     forward_to: str | None = None
+    snap_start: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -155,6 +159,15 @@ class TodoApiStack(Stack):
                 environment=environment,
                 layers=layers,
                 log_group=log_group,
+                snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if s.snap_start else None,
+            )
+            # SnapStart restores published versions only: the URL points at an alias of one.
+            target: lambda_.IFunction = (
+                lambda_.Alias(
+                    self, f"{name}Live", alias_name="live", version=function.current_version
+                )
+                if s.snap_start
+                else function
             )
             function.add_to_role_policy(
                 iam.PolicyStatement(actions=[connect_action], resources=[cluster.attr_resource_arn])
@@ -179,7 +192,7 @@ class TodoApiStack(Stack):
                     destination=logs_destinations.LambdaDestination(forwarder),
                     filter_pattern=logs.FilterPattern.literal(STDOUT_OTLP_PATTERN),
                 )
-            url = function.add_function_url(auth_type=auth, cors=cors)
+            url = target.add_function_url(auth_type=auth, cors=cors)
             CfnOutput(self, f"{name}Url", value=url.url, description=f"Function URL: {routes}")
         CfnOutput(self, "ClusterEndpoint", value=cluster.attr_endpoint)
         CfnOutput(self, "ClusterArn", value=cluster.attr_resource_arn)

@@ -229,6 +229,10 @@ def test_log_retention(synthesized) -> None:
 
 def test_cfn_lint_finds_no_errors(synthesized) -> None:
     _, template_file, _ = synthesized
+    _cfn_lint(template_file)
+
+
+def _cfn_lint(template_file: Path) -> None:
     cfn_lint = Path(sys.executable).parent / "cfn-lint"
     result = subprocess.run(
         [str(cfn_lint), "--format", "parseable", str(template_file)],
@@ -273,3 +277,34 @@ def test_real_asset_ships_bytecode_for_lambdas_python(tmp_path: Path) -> None:
         magic = header[:4]
     assert magic != importlib.util.MAGIC_NUMBER  # 3.13's bytecode, not this interpreter's
     assert (folder / "opentelemetry" / "sdk" / "trace" / "__pycache__").is_dir()
+
+
+def test_snapstart_publishes_versions_and_puts_the_urls_on_an_alias(tmp_path: Path) -> None:
+    template, template_file, _ = synth(tmp_path, snapStart=True)
+    for function in functions(template).values():
+        if function["Properties"]["Handler"].startswith("handlers."):
+            assert function["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    versions = template.find_resources("AWS::Lambda::Version")
+    aliases = template.find_resources("AWS::Lambda::Alias")
+    assert len(versions) == 2 and len(aliases) == 2
+    assert {a["Properties"]["Name"] for a in aliases.values()} == {"live"}
+    version_ids = set(versions)
+    for alias in aliases.values():
+        assert alias["Properties"]["FunctionVersion"]["Fn::GetAtt"][0] in version_ids
+    urls = template.find_resources("AWS::Lambda::Url")
+    assert len(urls) == 2
+    function_ids = set(functions(template))
+    targets = set()
+    for url in urls.values():
+        assert url["Properties"]["Qualifier"] == "live"  # the alias, not $LATEST
+        targets.add(url["Properties"]["TargetFunctionArn"]["Fn::GetAtt"][0])
+    assert targets == {a["Properties"]["FunctionName"]["Ref"] for a in aliases.values()}
+    assert targets <= function_ids
+    _cfn_lint(template_file)
+
+
+def test_without_snapstart_no_version_or_alias(synthesized) -> None:
+    template, _, _ = synthesized
+    assert not template.find_resources("AWS::Lambda::Alias")
+    for function in functions(template).values():
+        assert "SnapStart" not in function["Properties"]

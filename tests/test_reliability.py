@@ -153,7 +153,9 @@ def test_database_stopped_during_load(stack) -> None:
     unavailable = [r for r in results if r[1] == 503]
     assert unavailable, "the database outage was not noticed"
     assert all(r[3]["retry-after"] == "1" for r in unavailable)
-    assert max(r[2] for r in results) < 3 + 2  # never past the connect timeout
+    # The connect timeout (3 s per address libpq tries), not the function's 30 s timeout,
+    # bounds the wait; a loaded 2-core machine adds seconds, so the bound is loose.
+    assert max(r[2] for r in results) < 10
     acknowledged = {r[0]: r[3]["body"]["id"] for r in results if r[1] == 201}
     rows = stack.sql("SELECT id || '|' || name FROM todos WHERE name LIKE 'load %'").splitlines()
     stored: dict[str, list[str]] = {}

@@ -13,6 +13,12 @@ The first invocation is a cold start unless the environment was initialised
 ahead of time: provisioned concurrency (``AWS_LAMBDA_INITIALIZATION_TYPE``) or
 proactive initialisation (more than 10 s between the end of init and the first
 invocation).  The init phases are then emitted as a trace of their own.
+
+With SnapStart (:mod:`tracing.snapstart`) init runs once, before the snapshot:
+its phases go out then, as a trace of their own (:func:`snapshot`).  A restore
+starts a new record (:func:`restore_began`): the after-restore hooks and what
+they do are recorded the same way, and the first invocation of the restored
+environment, a cold start, replays them under ``aws.lambda.snapstart_restore``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ __all__ = [
     "recording",
     "replay",
     "reset",
+    "restore_began",
+    "snapshot",
     "start_phase",
 ]
 
@@ -150,6 +158,8 @@ class _ColdStartState:
     invoked: bool = False
     ready_ns: int = 0
     phases: list[RecordedSpan] = field(default_factory=list)
+    #: True once restored from a SnapStart snapshot: the record is the restore's.
+    restored: bool = False
 
 
 _state = _ColdStartState()
@@ -226,6 +236,8 @@ def begin_invocation() -> FirstInvocation | None:
     if s.invoked:
         return None
     s.invoked = True
+    if s.restored:  # a restore serves the invocation that asked for it: a cold start
+        return FirstInvocation(coldstart=True, proactive=False, initialization_type="snap-start")
     init_type = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
     proactive = s.clock() - _init_end_ns() > PROACTIVE_INIT_THRESHOLD_NS
     return FirstInvocation(
@@ -241,28 +253,54 @@ def _init_end_ns() -> int:
     return max([s.ready_ns, s.process_start_ns, *ends])
 
 
-def replay(tracer: trace.Tracer, parent: trace.Span | None, function_name: str) -> int:
-    """Emit the init span and its recorded phases; returns how many spans were made.
+def snapshot(tracer: trace.Tracer, function_name: str) -> int:
+    """Emit init's phases as a trace of their own, marked ``snap-start`` (before a
+    SnapStart snapshot: they happened once, not in each restored environment)."""
+    return replay(tracer, None, function_name, initialization_type="snap-start")
+
+
+def restore_began(start_ns: int | None = None) -> None:
+    """Start the record of a SnapStart restore (the first after-restore hook calls it)."""
+    global _state
+    old = _state
+    _state = _ColdStartState(
+        clock=old.clock,
+        process_start_ns=start_ns or old.clock(),
+        enabled=old.enabled,
+        restored=True,
+    )
+    _current.set(None)
+
+
+def replay(
+    tracer: trace.Tracer,
+    parent: trace.Span | None,
+    function_name: str,
+    *,
+    initialization_type: str | None = None,
+) -> int:
+    """Emit the init span (the restore span after a SnapStart restore) and its recorded
+    phases; returns how many spans were made.
 
     With ``parent`` (a cold start) they join the invocation's trace; without it
     they form a trace of their own.  The record is cleared: nothing is emitted twice.
     """
     s = _state
+    root = names.LAMBDA_SNAPSTART_RESTORE if s.restored else names.LAMBDA_INIT
     phases = [p for p in s.phases if p.end_ns is not None]
     end = _init_end_ns()
     s.phases = []
     start = min([s.process_start_ns, *(p.start_ns for p in phases)])
     # Without a parent: an empty context, so that the init span roots a trace of its own.
     ctx = trace.set_span_in_context(parent) if parent is not None else Context()
+    root_attributes: dict[str, types.AttributeValue] = {
+        names.DD_OPERATION_NAME: root,
+        names.DD_RESOURCE_NAME: function_name,
+    }
+    if initialization_type is not None:
+        root_attributes[names.INIT_TYPE] = initialization_type
     init_span = tracer.start_span(
-        names.LAMBDA_INIT,
-        context=ctx,
-        kind=SpanKind.INTERNAL,
-        attributes={
-            names.DD_OPERATION_NAME: names.LAMBDA_INIT,
-            names.DD_RESOURCE_NAME: function_name,
-        },
-        start_time=start,
+        root, context=ctx, kind=SpanKind.INTERNAL, attributes=root_attributes, start_time=start
     )
     made: dict[int, trace.Span] = {}
     for phase in phases:

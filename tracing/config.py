@@ -54,6 +54,10 @@ This toolkit:
 - ``DSQLTRACE_COLDSTART_PHASES``: record work done during init and replay it
   under ``aws.lambda.init`` (default ``true``).
 - ``DSQLTRACE_LOG_CORRELATION``: add trace ids to log records (default ``true``).
+- ``DSQLTRACE_SNAPSTART_HOOKS``: with SnapStart (``AWS_LAMBDA_INITIALIZATION_TYPE``
+  ``snap-start``), register the toolkit's runtime hooks (default ``true``; see
+  :mod:`tracing.snapstart`).  ``false`` leaves ids repeating across restored
+  environments: only for functions that reseed and reopen delivery themselves.
 
 A bad value logs one warning naming the variable and falls back to the default.
 """
@@ -324,6 +328,12 @@ class TracingConfig:
     )
     log_correlation: bool = _setting(
         True, "DSQLTRACE_LOG_CORRELATION", parse=_bool, doc="trace ids on log records"
+    )
+    snapstart_hooks: bool = _setting(
+        True,
+        "DSQLTRACE_SNAPSTART_HOOKS",
+        parse=_bool,
+        doc="with SnapStart, register the toolkit's before-snapshot and after-restore hooks",
     )
     environ: InitVar[Mapping[str, str] | None] = None
 

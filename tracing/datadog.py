@@ -110,5 +110,14 @@ class DatadogDelivery:
         self.backoff.succeeded()
         return True
 
+    def resume(self) -> None:
+        """Forget a flush worker that a restore did not bring back (SnapStart's emulation
+        forks; a microVM restore keeps threads): the next flush starts one."""
+        self.backoff.succeeded()  # the pause of failures before the snapshot
+        with self._cond:
+            if self._worker is not None and not self._worker.is_alive():
+                self._worker = None
+                self._completed = self._requested
+
     def shutdown(self) -> None:
         self.flush()

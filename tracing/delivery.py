@@ -304,6 +304,33 @@ class AfterResponse:
         except Exception as exc:
             logger.warning("tracing: delivery after the response failed: %s", exc)
 
+    def resume(self) -> None:
+        """After a SnapStart restore: start the extension's thread again if the restore
+        lost it, on the Extensions API the environment has now, as the same extension.
+
+        A microVM restore keeps threads, so in Lambda the thread is alive and this does
+        nothing; the emulator's restore forks, which keeps only the calling thread (and
+        the SIGTERM watcher is installed again with it).
+        """
+        if self._closed or self._fallback is not None or self._thread.is_alive():
+            return
+        api = os.environ.get("AWS_LAMBDA_RUNTIME_API", "")
+        try:
+            self._client.reopen(api)
+        except Exception as exc:
+            self._fallback = Inline(self._delivery)
+            logger.warning("tracing: no delivery extension after restore (%s); inline", exc)
+            return
+        self._cond = threading.Condition()  # one held by a lost thread would stay held
+        self._started.clear()
+        self._ended.clear()
+        self._posted.clear()
+        self._thread = threading.Thread(target=self._run, name=f"{NAME}-extension", daemon=True)
+        self._thread.start()
+        if self.on_close is not None:
+            self.on_close()
+            self.on_close = install_sigterm(self._delivery)
+
     def close(self) -> None:
         self._closed = True
         self._client.close()

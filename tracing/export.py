@@ -284,6 +284,28 @@ class InvocationSpanProcessor(SpanProcessor):
         self.flush()
         self._sender.close()
 
+    def drop_pending(self) -> int:
+        """Drop the spans waiting for delivery (counted as dropped); how many there were."""
+        with self._lock:
+            count = len(self._queue)
+            self._queue.clear()
+            self._bytes = 0
+            self.stats.dropped += count
+        return count
+
+    def resume(self) -> None:
+        """After a SnapStart restore: forget the pause that failures before the snapshot
+        set (the collector may be up by now, and the clock has jumped)."""
+        self.backoff.succeeded()
+
+    def disconnect(self) -> None:
+        """Close the exporter's connection; the next flush opens a new one (SnapStart
+        calls it before the snapshot)."""
+        try:
+            self._sender.close()
+        except Exception as exc:
+            logger.warning("tracing: could not close the exporter's connection: %s", exc)
+
     def pending(self) -> int:
         """How many spans wait for the next flush."""
         return len(self._queue)

@@ -42,13 +42,17 @@ class ExtensionClient:
     """Registers one extension and waits for its events, on ``AWS_LAMBDA_RUNTIME_API``."""
 
     def __init__(self, runtime_api: str) -> None:
+        self.extension_id: str | None = None
+        self.reopen(runtime_api)
+
+    def reopen(self, runtime_api: str) -> None:
+        """Talk to ``runtime_api`` on new connections, as the same extension."""
         host, _, port = runtime_api.rpartition(":")
         if not host or not port.isdigit():
             raise ExtensionError(f"AWS_LAMBDA_RUNTIME_API is not host:port: {runtime_api!r}")
         self._host_header = runtime_api
         self._register = HttpConnection(host, int(port))
         self._events = HttpConnection(host, int(port))
-        self.extension_id: str | None = None
 
     def _request(
         self,

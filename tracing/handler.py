@@ -171,6 +171,8 @@ def _start(
         if first is not None and not first.coldstart:
             attributes[names.INIT_TYPE] = first.initialization_type
             attributes[names.PROACTIVE_INIT] = first.proactive
+        elif first is not None and first.initialization_type != "on-demand":
+            attributes[names.INIT_TYPE] = first.initialization_type  # a SnapStart restore
         # Never the current context: a span leaked by anything before must not become
         # this invocation's parent.
         parent = propagation.extract(trigger.parent) or Context()

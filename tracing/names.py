@@ -33,6 +33,7 @@ __all__ = [
     "CLOUD_PROVIDER",
     "CLOUD_REGION",
     "CLOUD_RESOURCE_ID",
+    "CODE_FUNCTION_NAME",
     "DB_COLLECTION_NAME",
     "DB_CONNECT",
     "DB_ERROR_CONSTRAINT",
@@ -73,7 +74,9 @@ __all__ = [
     "INIT_PHASE",
     "INIT_TYPE",
     "INVOKED_ALIAS",
+    "LAMBDA_AFTER_RESTORE_HOOK",
     "LAMBDA_INIT",
+    "LAMBDA_SNAPSTART_RESTORE",
     "MESSAGING_BATCH_MESSAGE_COUNT",
     "MESSAGING_DESTINATION_NAME",
     "MESSAGING_MESSAGE_ID",
@@ -97,6 +100,12 @@ __all__ = [
 # --- OpenTelemetry span names (fixed ones) ------------------------------------------
 #: Parent of the cold-start phases, back-dated to the start of the process.
 LAMBDA_INIT: Final = "aws.lambda.init"
+#: A SnapStart restore, under the first invocation of a restored environment: Datadog's
+#: name (its extension emits a span of this name from the Telemetry API), so one query
+#: finds restores whichever side recorded them.
+LAMBDA_SNAPSTART_RESTORE: Final = "aws.lambda.snapstart_restore"
+#: One after-restore runtime hook (``code.function.name``), under the restore span.
+LAMBDA_AFTER_RESTORE_HOOK: Final = "aws.lambda.after_restore_hook"
 #: IAM auth-token generation for Aurora DSQL (a local SigV4 presign).
 DSQL_TOKEN_GENERATE: Final = "dsql.token.generate"
 #: Connection setup with an IAM token (TCP, TLS, authentication): Aurora DSQL.
@@ -105,7 +114,16 @@ DSQL_CONNECT: Final = "dsql.connect"
 DB_CONNECT: Final = "postgresql.connect"
 
 #: Every fixed OpenTelemetry span name the toolkit emits.
-SPAN_NAMES: Final = frozenset({LAMBDA_INIT, DSQL_TOKEN_GENERATE, DSQL_CONNECT, DB_CONNECT})
+SPAN_NAMES: Final = frozenset(
+    {
+        LAMBDA_INIT,
+        LAMBDA_SNAPSTART_RESTORE,
+        LAMBDA_AFTER_RESTORE_HOOK,
+        DSQL_TOKEN_GENERATE,
+        DSQL_CONNECT,
+        DB_CONNECT,
+    }
+)
 
 # --- Datadog operation names ----------------------------------------------------------
 #: Operation of the per-invocation SERVER span (OTel name ``"{METHOD} {route}"``).
@@ -188,7 +206,11 @@ DB_USER: Final = "db.user"
 DB_ERROR_CONSTRAINT: Final = "db.response.constraint_name"
 #: True when a phase ran during init and was replayed under ``aws.lambda.init``.
 INIT_PHASE: Final = "aws.lambda.init_phase"
-#: Why an invocation was not a cold start although it was the first one.
+#: The function a span's work ran in (an after-restore hook).
+CODE_FUNCTION_NAME: Final = "code.function.name"
+#: How the environment was initialised, where it is not ``on-demand``: on the first
+#: invocation (``provisioned-concurrency``, ``snap-start``), and on the init span that
+#: SnapStart delivers before its snapshot (``snap-start``).
 INIT_TYPE: Final = "aws.lambda.initialization_type"
 #: The alias the function was invoked through (``cloud.resource_id`` has the version).
 INVOKED_ALIAS: Final = "aws.lambda.invoked_alias"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -90,6 +91,10 @@ def setup_tracing(
     runtime.install(rt)
     if config.log_correlation:
         logs.install()
+    if config.snapstart_hooks and os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+        from tracing import snapstart
+
+        snapstart.install(rt)
     return config
 
 
@@ -110,6 +115,9 @@ def shutdown_tracing() -> None:
     """Deliver what is pending and uninstall tracing (tests, or a process about to exit)."""
     rt = runtime.uninstall()
     logs.uninstall()
+    snapstart = sys.modules.get("tracing.snapstart")
+    if snapstart is not None:
+        snapstart.uninstall()
     if rt is not None:
         try:
             rt.close()
@@ -251,6 +259,20 @@ class _AlsoFlushing:
                 logger.warning("tracing: a span processor failed to flush: %s", exc)
                 done = False
         return done
+
+    def disconnect(self) -> None:
+        disconnect = getattr(self._first, "disconnect", None)
+        if callable(disconnect):
+            disconnect()
+
+    def drop_pending(self) -> int:
+        drop = getattr(self._first, "drop_pending", None)
+        return int(drop()) if callable(drop) else 0
+
+    def resume(self) -> None:
+        resume = getattr(self._first, "resume", None)
+        if callable(resume):
+            resume()
 
     def shutdown(self) -> None:
         self._first.shutdown()

@@ -189,12 +189,11 @@ class Environment:
         self._server = await start(self._runtime_api, "127.0.0.1", 0)
         env = dict(self._env)
         env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{bound_port(self._server)}"
+        env.update(self._extra_env())
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "awslambdaric",
-            self.handler,
+            *self._argv(),
             env=env,
+            pass_fds=self._pass_fds(),
             cwd=self._cwd,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -208,6 +207,16 @@ class Environment:
             asyncio.ensure_future(self._pump_output()),
             asyncio.ensure_future(self._watch_exit()),
         ]
+
+    def _argv(self) -> list[str]:
+        """The runtime process's command line."""
+        return [sys.executable, "-m", "awslambdaric", self.handler]
+
+    def _extra_env(self) -> dict[str, str]:
+        return {}
+
+    def _pass_fds(self) -> tuple[int, ...]:
+        return ()
 
     def on_dead(self, callback: Callable[[Environment], None]) -> None:
         self._on_dead.append(callback)
@@ -227,7 +236,7 @@ class Environment:
         assert self.process is not None
         code = await self.process.wait()
         if self.state != "dead":
-            self._log(f"[{self.name}] runtime process exited with code {code}")
+            self._log(f"[{self.name}] runtime process {self._exit_text(code)}")
         self._die("crash")
 
     def _die(self, kind: str, *, release: bool = True) -> None:
@@ -297,6 +306,9 @@ class Environment:
             code = await asyncio.wait_for(self.process.wait(), seconds)
         except TimeoutError:
             return None
+        return self._exit_text(code)
+
+    def _exit_text(self, code: int) -> str:
         return f"exited with code {code}"
 
     async def reap(self) -> None:

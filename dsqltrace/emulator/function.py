@@ -30,6 +30,7 @@ from typing import Any
 from dsqltrace.emulator import limits as cgroups
 from dsqltrace.emulator.concurrent import ConcurrentEnvironment
 from dsqltrace.emulator.environment import Environment, Invocation, lambda_environment
+from dsqltrace.emulator.snapshot import RestoredEnvironment, Snapshot
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,17 @@ class FunctionConfig:
     #: Lambda Managed Instances: invocations one environment serves at once (awslambdaric
     #: forks that many workers); None: on-demand Lambda, one at a time, frozen between.
     max_concurrency: int | None = None
+    #: SnapStart: init runs once at publication (:meth:`Function.start`), and cold starts
+    #: are restores of its snapshot (:mod:`dsqltrace.emulator.snapshot`).
+    snapstart: bool = False
 
     @property
     def arn(self) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.name}"
+
+
+class SnapshotUnavailable(Exception):
+    """Publishing failed (init raised, or its process died): nothing to restore."""
 
 
 @dataclass
@@ -92,6 +100,8 @@ class Function:
         self.created = 0
         self._retire_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Future[None]] = set()
+        self.snapshot: Snapshot | None = None
+        self._published: asyncio.Future[None] | None = None
         self.limited = False
         if config.limit_cpu:
             reason = cgroups.unavailable()
@@ -106,6 +116,56 @@ class Function:
     def start(self) -> None:
         if self.config.idle_timeout_s:
             self._retire_task = asyncio.ensure_future(self._retire_idle())
+        if self.config.snapstart and self._published is None:
+            self._published = asyncio.ensure_future(self._publish())
+
+    async def _publish(self) -> None:
+        """Publish a version: run init once and take its snapshot (SnapStart)."""
+        variables = self._variables("snapshot")
+        variables["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+        self.snapshot = Snapshot(
+            self.config.name,
+            handler=self.config.handler,
+            env=variables,
+            cwd=self._task_root,
+            log=self._log,
+        )
+        await self.snapshot.publish()
+        self._log(
+            f"[{self.config.name}] published: init ran once in {self.snapshot.init_ms:.0f} ms; "
+            "cold starts restore its snapshot"
+        )
+        self._record(
+            {
+                "record": "snapshot",
+                "function": self.config.name,
+                "init_ms": round(self.snapshot.init_ms or 0.0, 3),
+            }
+        )
+
+    async def published(self) -> Snapshot:
+        """The function's snapshot, once published (SnapStart only)."""
+        if self._published is None:
+            self.start()
+        assert self._published is not None
+        try:
+            await asyncio.shield(self._published)
+        except RuntimeError as exc:
+            raise SnapshotUnavailable(str(exc)) from None
+        assert self.snapshot is not None
+        return self.snapshot
+
+    def _variables(self, environment_name: str) -> dict[str, str]:
+        return lambda_environment(
+            function_name=self.config.name,
+            handler=self.config.handler,
+            memory_mb=self.config.memory_mb,
+            runtime=self.config.runtime,
+            region=self.config.region,
+            environment_name=environment_name,
+            extra=self.config.env,
+            task_root=self._task_root,
+        )
 
     async def invoke(self, event: dict[str, Any]) -> Outcome:
         """Run one invocation until its response (error, timeout...); the invoke phase may go
@@ -118,7 +178,12 @@ class Function:
             if len(live) >= self.config.max_environments:
                 self._record_invocation(invocation, "throttled", None)
                 return Outcome("throttled", b"", None)
-            env = await self._new_environment()
+            try:
+                env = await self._new_environment()
+            except SnapshotUnavailable as exc:
+                self._log(f"[{self.config.name}] no snapshot to restore: {exc}")
+                self._record_invocation(invocation, "init_error", None)
+                return Outcome("init_error", b"", None)
             invocation.cold = True
         env.assign(invocation)
         deadline = time.monotonic() + self.config.timeout_s
@@ -158,18 +223,23 @@ class Function:
     async def _new_environment(self) -> Environment:
         self.created += 1
         name = f"{self.config.name}-{self.created}"
-        variables = lambda_environment(
-            function_name=self.config.name,
-            handler=self.config.handler,
-            memory_mb=self.config.memory_mb,
-            runtime=self.config.runtime,
-            region=self.config.region,
-            environment_name=f"{self.created:032x}",
-            extra=self.config.env,
-            task_root=self._task_root,
-        )
+        variables = self._variables(f"{self.created:032x}")
+        limits = cgroups.EnvironmentLimits(name, self.config.memory_mb) if self.limited else None
         env: Environment
-        if self.config.max_concurrency:
+        if self.config.snapstart:
+            snapshot = await self.published()
+            variables["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+            env = RestoredEnvironment(
+                name,
+                snapshot=snapshot,
+                handler=self.config.handler,
+                env=variables,
+                cwd=self._task_root,
+                log=self._log,
+                freeze=self._freeze,
+                limits=limits,
+            )
+        elif self.config.max_concurrency:
             # Managed Instances run on EC2 instances: no memory/1769 CPU share.
             variables["AWS_LAMBDA_MAX_CONCURRENCY"] = str(self.config.max_concurrency)
             env = ConcurrentEnvironment(
@@ -188,9 +258,7 @@ class Function:
                 cwd=self._task_root,
                 log=self._log,
                 freeze=self._freeze,
-                limits=cgroups.EnvironmentLimits(name, self.config.memory_mb)
-                if self.limited
-                else None,
+                limits=limits,
             )
         self.environments.append(env)
         self._made.append(env)
@@ -202,6 +270,7 @@ class Function:
                 "function": self.config.name,
                 "environment": name,
                 "created_ns": env.created_ns,
+                "restored": isinstance(env, RestoredEnvironment),
             }
         )
         return env
@@ -231,7 +300,8 @@ class Function:
             if value:
                 record[stamp] = value
         if invocation.cold and env is not None and env.init_done_ns is not None:
-            record["init_ms"] = (env.init_done_ns - env.created_ns) / 1e6
+            phase = "restore_ms" if isinstance(env, RestoredEnvironment) else "init_ms"
+            record[phase] = (env.init_done_ns - env.created_ns) / 1e6
         if invocation.assigned_ns and invocation.response_ns:
             start = max(invocation.assigned_ns, env.init_done_ns or 0) if env else 0
             end = invocation.done_ns or invocation.response_ns
@@ -281,6 +351,11 @@ class Function:
         for task in list(self._finishing):
             task.cancel()
         await asyncio.gather(*(env.reap() for env in self._made))
+        if self._published is not None:
+            if not self._published.done():
+                self._published.cancel()
+            if self.snapshot is not None:
+                await self.snapshot.stop()
 
 
 def _report_line(record: dict[str, Any]) -> str:
@@ -294,6 +369,11 @@ def _report_line(record: dict[str, Any]) -> str:
         line += f"\tMax Memory Used: {record['max_memory_mb']} MB"
     if "init_ms" in record:
         line += f"\tInit Duration: {record['init_ms']:.2f} ms"
+    if "restore_ms" in record:
+        line += (
+            f"\tRestore Duration: {record['restore_ms']:.2f} ms"
+            f"\tBilled Restore Duration: {math.ceil(record['restore_ms'])} ms"
+        )
     if "post_runtime_ms" in record:
         line += f"\tPostRuntimeExtensionsDuration: {record['post_runtime_ms']:.2f} ms"
     return line

@@ -63,6 +63,11 @@ class EnvironmentLimits:
         (self._dirs["memory"] / "memory.limit_in_bytes").write_text(str(memory_mb * 1024 * 1024))
         self._procs = [str(folder / "cgroup.procs") for folder in self._dirs.values()]
 
+    @property
+    def procs(self) -> tuple[str, ...]:
+        """The ``cgroup.procs`` files a process joins the cgroups through."""
+        return tuple(self._procs)
+
     def enter(self) -> None:
         """Move the calling process into the cgroups (run in the child before exec)."""
         pid = str(os.getpid())

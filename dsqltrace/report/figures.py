@@ -179,6 +179,7 @@ REPORT_FIELDS = {
     "billed_ms": "Billed Duration",
     "post_runtime_ms": "Post-runtime extension duration",
     "init_ms": "Init Duration (cold)",
+    "restore_ms": "Restore Duration (SnapStart cold)",
     "max_memory_mb": "Max Memory Used (MB)",
     "cpu_ms": "CPU used",
 }
