@@ -338,3 +338,52 @@ def test_shutdown_removes_the_hooks(
     assert len(registries[0]) == 1 and len(registries[1]) == 1
     shutdown_tracing()
     assert registries == ([], [])
+
+
+def test_a_retired_restored_copy_delivers_at_sigterm_and_the_snapshot_lives_on(
+    tmp_path: Path,
+) -> None:
+    """Periodic delivery keeps the spans; idle retirement sends SIGTERM to the copy.  The
+    toolkit's SIGTERM delivery was installed again in the copy after its restore (a fork
+    shares the snapshot's wakeup pipe), so the copy delivers and the snapshot's process,
+    untouched, restores the next cold start."""
+    from tests.support import eventually_async
+    from tests.test_emulator import get
+
+    spans_file = tmp_path / "spans.jsonl"
+    collector, endpoint = _collector(spans_file)
+    seen: dict[str, Any] = {}
+
+    async def scenario(url: str, emulator: Any) -> None:
+        function = emulator.functions["fn"]
+        for _ in range(5):
+            assert (await get(url)).status_code == 200
+        await eventually_async(lambda: not function.environments, timeout=10)
+
+        def roots() -> int:
+            spans = read_spans(spans_file) if spans_file.exists() else []
+            return len([s for s in spans if s.is_root and s.name == "GET"])
+
+        await eventually_async(lambda: roots() >= 5, timeout=5)
+        seen["roots_at_retirement"] = roots()
+        assert (await get(url)).status_code == 200  # a new restore of the same snapshot
+        seen["created"] = function.created
+
+    try:
+        _, log = run_emulator(
+            "tests.apps.extended.handler",
+            scenario,
+            idle_timeout_s=1.0,
+            snapstart=True,
+            env={
+                "EXTENDED_APP": "traced",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "DSQLTRACE_DELIVERY": "periodic,600000",
+            },
+        )
+    finally:
+        collector.terminate()
+        collector.wait(10)
+    assert seen["roots_at_retirement"] == 5, log  # none before SIGTERM (600 s), none lost
+    assert seen["created"] == 2
+    assert "exited after SIGTERM" in log  # within the 500 ms grace

@@ -38,7 +38,8 @@ invocation span), :mod:`tracing.triggers` (which event),
 :mod:`tracing.otlp` (delivery), or :mod:`tracing.xray` (with
 :mod:`tracing.sigv4`) and :mod:`tracing.stdout` (with the log forwarder,
 :mod:`tracing.forwarder`), :mod:`tracing.datadog` and
-:mod:`tracing.datadog_propagator`; and around them
+:mod:`tracing.datadog_propagator`; :mod:`tracing.snapstart` (SnapStart's runtime
+hooks: init delivered once, ids reseeded and the restore traced); and around them
 :mod:`tracing.config`, :mod:`tracing.setup`, :mod:`tracing.runtime`,
 :mod:`tracing.names`, :mod:`tracing.deadline`, :mod:`tracing.logs`,
 :mod:`tracing.testing`.
