@@ -54,6 +54,11 @@ This toolkit:
 - ``DSQLTRACE_COLDSTART_PHASES``: record work done during init and replay it
   under ``aws.lambda.init`` (default ``true``).
 - ``DSQLTRACE_LOG_CORRELATION``: add trace ids to log records (default ``true``).
+- ``DSQLTRACE_EXPLAIN``: query plans on spans (see :mod:`tracing.explain`): ``off``
+  (default), ``slow,<ms>`` (explain statements that took at least ``<ms>``) or
+  ``ratio,<r>`` (explain that share of statements, at random).
+- ``DSQLTRACE_EXPLAIN_INTERVAL_S``: each distinct statement (by its redacted text)
+  is explained at most once per this many seconds per environment (default 600).
 - ``DSQLTRACE_SNAPSTART_HOOKS``: with SnapStart (``AWS_LAMBDA_INITIALIZATION_TYPE``
   ``snap-start``), register the toolkit's runtime hooks (default ``true``; see
   :mod:`tracing.snapstart`).  ``false`` leaves ids repeating across restored
@@ -195,6 +200,20 @@ def _delivery(value: object, variable: str) -> str:
     raise ValueError(value)
 
 
+def _explain(value: object, variable: str) -> str:
+    text = str(value).strip().lower().replace(" ", "")
+    if text == "off":
+        return text
+    kind, _, figure = text.partition(",")
+    if kind == "slow" and figure.isascii() and figure.isdigit():
+        return text
+    if kind == "ratio":
+        ratio = float(figure)
+        if 0.0 < ratio <= 1.0:
+            return f"ratio,{ratio}"
+    raise ValueError(value)
+
+
 def _headers(value: object, variable: str) -> Mapping[str, str]:
     if isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
@@ -328,6 +347,18 @@ class TracingConfig:
     )
     log_correlation: bool = _setting(
         True, "DSQLTRACE_LOG_CORRELATION", parse=_bool, doc="trace ids on log records"
+    )
+    explain: str = _setting(
+        "off",
+        "DSQLTRACE_EXPLAIN",
+        parse=_explain,
+        doc="plans on spans: ``off``, ``slow,<ms>`` or ``ratio,<r>`` (see :mod:`tracing.explain`)",
+    )
+    explain_interval_s: int = _setting(
+        600,
+        "DSQLTRACE_EXPLAIN_INTERVAL_S",
+        parse=_at_least(1),
+        doc="each distinct statement is explained at most once per this many seconds",
     )
     snapstart_hooks: bool = _setting(
         True,

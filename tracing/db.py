@@ -33,7 +33,8 @@ import psycopg
 from opentelemetry.trace import SpanKind
 from opentelemetry.util import types
 
-from tracing import names
+from tracing import explain, names
+from tracing.runtime import logger
 from tracing.spans import SpanScope
 
 if TYPE_CHECKING:
@@ -272,10 +273,23 @@ def _open_query_span(query: Any, cursor: Any) -> SpanScope:
     return SpanScope(hit[0], SpanKind.CLIENT, hit[1])
 
 
-def _close_query_span(scope: SpanScope, cursor: Any, exc: BaseException | None) -> None:
+def _close_query_span(
+    scope: SpanScope,
+    cursor: Any,
+    exc: BaseException | None,
+    query: Any = None,
+    params: Any = None,
+) -> None:
     if exc is None and cursor.rowcount >= 0 and cursor.pgresult is not None and cursor.description:
         scope.span.set_attribute(names.DB_RESPONSE_RETURNED_ROWS, cursor.rowcount)
     scope.close(exc)  # an error: SQLSTATE and constraint, never the server's message
+    if exc is None and query is not None and explain.policy() is not None:
+        try:
+            span = scope.span
+            attributes = getattr(span, "attributes", None) or {}
+            explain.consider(cursor, _query_text(query, cursor), params, span, attributes)
+        except Exception as err:  # explaining is a nicety: never the statement's failure
+            logger.warning("tracing: could not queue an explain: %s", type(err).__name__)
 
 
 class _TracedCursorMixin:
@@ -288,7 +302,7 @@ class _TracedCursorMixin:
         except BaseException as exc:
             _close_query_span(scope, self, exc)
             raise
-        _close_query_span(scope, self, None)
+        _close_query_span(scope, self, None, query, params)
         return self
 
     def executemany(self, query: Any, params_seq: Iterable[Params], **kwargs: Any) -> None:

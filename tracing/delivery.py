@@ -138,10 +138,18 @@ class Inline:
         pass
 
     def ended(self, request_id: str | None) -> None:
+        _explain_pending(None)
         self._pace.deliver()
 
     def close(self) -> None:
         pass
+
+
+def _explain_pending(deadline: float | None) -> None:
+    """Run the explains the invocation queued (:mod:`tracing.explain`), before delivery."""
+    module = sys.modules.get("tracing.explain")
+    if module is not None and module.pending():
+        module.run_pending(deadline)
 
 
 class Background:
@@ -168,6 +176,7 @@ class Background:
         pass
 
     def ended(self, request_id: str | None) -> None:
+        _explain_pending(None)
         if self._pending is not None and self._pending() >= self._batch:
             self._wake.set()  # a full batch goes now, not at the end of the interval
 
@@ -300,6 +309,7 @@ class AfterResponse:
             self._ended.clear()
             self._posted.clear()
         try:
+            _explain_pending(deadline)  # after the response, before the spans leave
             self._pace.deliver()
         except Exception as exc:
             logger.warning("tracing: delivery after the response failed: %s", exc)

@@ -26,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Status, StatusCode
 
-from tracing import coldstart, names, propagation, setup, triggers
+from tracing import coldstart, explain, names, propagation, setup, triggers
 from tracing.runtime import Runtime, logger
 from tracing.runtime import current as current_runtime
 from tracing.spans import record_error
@@ -202,6 +202,10 @@ def _start(
             mode.started(invocation.request_id, invocation.expire)
         margin = rt.config.timeout_margin_ms / 1000.0
         remaining = _remaining_s(context)
+        if explain.policy() is not None:
+            explain.invocation_started(
+                time.monotonic() + remaining if remaining is not None else None
+            )
         watched = mode is not None and mode.watches_deadline
         if rt.watch is not None and remaining is not None and not watched:
             deadline = time.monotonic() + remaining - margin

@@ -37,6 +37,7 @@ __all__ = [
     "DB_COLLECTION_NAME",
     "DB_CONNECT",
     "DB_ERROR_CONSTRAINT",
+    "DB_EXPLAIN",
     "DB_NAMESPACE",
     "DB_OPERATION_NAME",
     "DB_QUERY_TEXT",
@@ -49,8 +50,11 @@ __all__ = [
     "DD_SPAN_TYPE",
     "DEPLOYMENT_ENVIRONMENT",
     "DEPLOYMENT_ENVIRONMENT_LEGACY",
+    "DPU_PREFIX",
+    "DPU_TOTAL",
     "DSQL_CONNECT",
     "DSQL_CONNECT_RETRY_COUNT",
+    "DSQL_EXPLAIN",
     "DSQL_OCC_RETRY_COUNT",
     "DSQL_RECONNECT",
     "DSQL_TOKEN_GENERATE",
@@ -86,6 +90,14 @@ __all__ = [
     "OPERATION_DB_QUERY",
     "OPERATION_LAMBDA",
     "OPERATION_NAMES",
+    "PLAN_ANALYZED",
+    "PLAN_EXECUTION_MS",
+    "PLAN_NODE_TYPES",
+    "PLAN_ROWS",
+    "PLAN_ROWS_READ",
+    "PLAN_STORAGE_LOOKUPS",
+    "PLAN_SUMMARY",
+    "PLAN_TEXT",
     "PROACTIVE_INIT",
     "SERVER_ADDRESS",
     "SERVER_PORT",
@@ -112,6 +124,10 @@ DSQL_TOKEN_GENERATE: Final = "dsql.token.generate"
 DSQL_CONNECT: Final = "dsql.connect"
 #: Connection setup on any PostgreSQL server (``tracing.db.TracedConnection``).
 DB_CONNECT: Final = "postgresql.connect"
+#: A statement's plan (``tracing.explain``), on a connection made with an IAM token.
+DSQL_EXPLAIN: Final = "dsql.explain"
+#: The same on any other PostgreSQL connection.
+DB_EXPLAIN: Final = "postgresql.explain"
 
 #: Every fixed OpenTelemetry span name the toolkit emits.
 SPAN_NAMES: Final = frozenset(
@@ -122,6 +138,8 @@ SPAN_NAMES: Final = frozenset(
         DSQL_TOKEN_GENERATE,
         DSQL_CONNECT,
         DB_CONNECT,
+        DSQL_EXPLAIN,
+        DB_EXPLAIN,
     }
 )
 
@@ -206,6 +224,25 @@ DB_USER: Final = "db.user"
 DB_ERROR_CONSTRAINT: Final = "db.response.constraint_name"
 #: True when a phase ran during init and was replayed under ``aws.lambda.init``.
 INIT_PHASE: Final = "aws.lambda.init_phase"
+#: The plan in one line, first step to last (``"Seq Scan todos → Sort → Limit"``).
+PLAN_SUMMARY: Final = "dsql.plan.summary"
+#: The plan's node types, root first, each once.
+PLAN_NODE_TYPES: Final = "dsql.plan.node_types"
+#: Rows the statement produced, and rows its scans read (ANALYZE only).
+PLAN_ROWS: Final = "dsql.plan.rows"
+PLAN_ROWS_READ: Final = "dsql.plan.rows_read"
+#: DSQL: storage round trips made one row at a time (``Storage Lookup`` nodes).
+PLAN_STORAGE_LOOKUPS: Final = "dsql.plan.storage_lookups"
+#: The explained execution's own time (ANALYZE only).
+PLAN_EXECUTION_MS: Final = "dsql.plan.execution_ms"
+#: True when the statement was run to be explained (reads), False for plain EXPLAIN.
+PLAN_ANALYZED: Final = "dsql.plan.analyzed"
+#: The plan's text, every constant replaced by ``?``.
+PLAN_TEXT: Final = "dsql.plan.text"
+#: DSQL's Statement DPU Estimate: ``dsql.dpu.compute``, ``.read``, ``.write``,
+#: ``.multiregionwrite``, ``.total``.
+DPU_PREFIX: Final = "dsql.dpu."
+DPU_TOTAL: Final = "dsql.dpu.total"
 #: The function a span's work ran in (an after-restore hook).
 CODE_FUNCTION_NAME: Final = "code.function.name"
 #: How the environment was initialised, where it is not ``on-demand``: on the first

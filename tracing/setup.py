@@ -91,6 +91,10 @@ def setup_tracing(
     runtime.install(rt)
     if config.log_correlation:
         logs.install()
+    if config.explain != "off":
+        from tracing import explain
+
+        explain.configure(config.explain, config.explain_interval_s)
     if config.snapstart_hooks and os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
         from tracing import snapstart
 
@@ -115,9 +119,10 @@ def shutdown_tracing() -> None:
     """Deliver what is pending and uninstall tracing (tests, or a process about to exit)."""
     rt = runtime.uninstall()
     logs.uninstall()
-    snapstart = sys.modules.get("tracing.snapstart")
-    if snapstart is not None:
-        snapstart.uninstall()
+    for name in ("tracing.snapstart", "tracing.explain"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.uninstall() if name == "tracing.snapstart" else module.reset()
     if rt is not None:
         try:
             rt.close()

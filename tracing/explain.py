@@ -1,0 +1,280 @@
+"""Plans on spans: slow or sampled statements explained, after the response where Lambda allows.
+
+Off by default.  With ``DSQLTRACE_EXPLAIN=slow,<ms>`` a statement that took at
+least ``<ms>`` is explained; with ``ratio,<r>`` that share of statements, at
+random.  The explain runs once the invocation is over: on the delivery
+extension's thread after the response (after-response and periodic
+delivery), else just before the handler's own delivery (inline), always
+before its spans are delivered.  Its result is a ``dsql.explain`` span
+(``postgresql.explain`` on a plain PostgreSQL connection, as for connect
+spans) in the invocation's trace, linked to the query span it explains, with
+the plan's summary, node types, rows, DSQL's storage lookups and DPU
+estimate, and the plan text, every constant redacted (:mod:`tracing.plans`).
+
+Bounds:
+
+- each distinct statement (by its redacted text) is explained at most once
+  per ``DSQLTRACE_EXPLAIN_INTERVAL_S`` per environment, and at most
+  :data:`MAX_PER_INVOCATION` statements per invocation;
+- an explain never starts with less than :data:`MIN_REMAINING_S` (or three
+  times the statement's own duration) left before the invocation's deadline;
+- reads are explained with ``EXPLAIN (ANALYZE, VERBOSE)`` on DSQL (which prints
+  its DPU estimate only then) and ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL:
+  one more execution of the read.  Writes (and ``WITH`` statements, which may
+  write) get plain ``EXPLAIN``: planned, never executed a second time.  No
+  ``SAVEPOINT`` and no transaction of its own are needed, which suits DSQL's
+  rules (no savepoints; the snapshot is taken at ``BEGIN``);
+- only on a connection that is idle (no transaction open), with the
+  statement's own parameters, held in memory until then and never recorded.
+
+Environment variables
+---------------------
+- ``DSQLTRACE_EXPLAIN``: ``off`` (default), ``slow,<ms>`` or ``ratio,<r>``.
+- ``DSQLTRACE_EXPLAIN_INTERVAL_S``: once per statement per this many seconds (600).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tracing import names
+from tracing.runtime import logger
+
+__all__ = [
+    "MAX_PER_INVOCATION",
+    "MIN_REMAINING_S",
+    "Policy",
+    "configure",
+    "consider",
+    "invocation_started",
+    "pending",
+    "policy",
+    "reset",
+    "run_pending",
+]
+
+#: The most statements explained per invocation.
+MAX_PER_INVOCATION = 4
+#: No explain starts with less time than this left before the deadline.
+MIN_REMAINING_S = 1.0
+_READS = frozenset({"SELECT"})
+_EXPLAINABLE = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH"})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which statements are explained: ``slow`` (threshold) or ``ratio`` (sampled)."""
+
+    kind: str
+    threshold_s: float = 0.0
+    ratio: float = 0.0
+    interval_s: float = 600.0
+
+    @classmethod
+    def parse(cls, setting: str, interval_s: float) -> Policy | None:
+        """The policy of a ``DSQLTRACE_EXPLAIN`` value (as :mod:`tracing.config` checked it)."""
+        kind, _, figure = setting.partition(",")
+        if kind == "slow":
+            return cls("slow", threshold_s=int(figure) / 1000.0, interval_s=interval_s)
+        if kind == "ratio":
+            return cls("ratio", ratio=float(figure), interval_s=interval_s)
+        return None
+
+    def wants(self, duration_s: float) -> bool:
+        if self.kind == "slow":
+            return duration_s >= self.threshold_s
+        return random.random() < self.ratio
+
+
+@dataclass
+class _Job:
+    conn: Any
+    sql: str
+    params: Any
+    redacted: str
+    operation: str
+    query_context: Any
+    parent_context: Any
+    duration_s: float
+    dsql: bool
+
+
+class _State:
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy
+        self.lock = threading.Lock()
+        self.jobs: list[_Job] = []
+        self.explained_at: dict[str, float] = {}
+        self.deadline: float | None = None
+        self.queued = 0
+
+
+_state = _State()
+
+
+def policy() -> Policy | None:
+    """The policy in force, or None when explaining is off."""
+    return _state.policy
+
+
+def configure(setting: str, interval_s: float) -> None:
+    """Set the policy (``setup_tracing`` does, from the config)."""
+    global _state
+    _state = _State(Policy.parse(setting, interval_s))
+
+
+def reset() -> None:
+    """Explaining off, nothing pending, nothing remembered (``reset_tracing``)."""
+    global _state
+    _state = _State()
+
+
+def invocation_started(deadline: float | None) -> None:
+    """A new invocation: its deadline (``time.monotonic()``), and its own allowance."""
+    state = _state
+    with state.lock:
+        state.deadline = deadline
+        state.queued = 0
+
+
+def consider(cursor: Any, sql: str, params: Any, span: Any, attributes: Any) -> None:
+    """After a statement succeeded: queue its explain if the policy and the bounds allow."""
+    state = _state
+    rule = state.policy
+    if rule is None:
+        return
+    operation = str(attributes.get(names.DB_OPERATION_NAME, ""))
+    redacted = str(attributes.get(names.DB_QUERY_TEXT, ""))
+    start, end = getattr(span, "start_time", None), getattr(span, "end_time", None)
+    if operation not in _EXPLAINABLE or not redacted or start is None or end is None:
+        return
+    duration_s = (end - start) / 1e9
+    if not rule.wants(duration_s):
+        return
+    now = time.monotonic()
+    with state.lock:
+        last = state.explained_at.get(redacted)
+        if last is not None and now - last < rule.interval_s:
+            return
+        if state.queued >= MAX_PER_INVOCATION:
+            return
+        state.explained_at[redacted] = now
+        state.queued += 1
+        from opentelemetry import trace
+
+        from tracing.db import DsqlConnection
+
+        conn = cursor.connection
+        state.jobs.append(
+            _Job(
+                conn=conn,
+                sql=sql,
+                params=params,
+                redacted=redacted,
+                operation=operation,
+                query_context=span.get_span_context(),
+                parent_context=trace.set_span_in_context(_parent_span(span)),
+                duration_s=duration_s,
+                dsql=isinstance(conn, DsqlConnection),
+            )
+        )
+
+
+def _parent_span(span: Any) -> Any:
+    from opentelemetry import trace
+
+    parent = getattr(span, "parent", None)  # the SDK span's parent SpanContext
+    return trace.NonRecordingSpan(parent) if parent is not None else trace.INVALID_SPAN
+
+
+def pending() -> int:
+    """How many explains wait to run."""
+    return len(_state.jobs)
+
+
+def run_pending(deadline: float | None = None) -> int:
+    """Run the queued explains (each within the deadline's bound); how many ran."""
+    state = _state
+    with state.lock:
+        jobs, state.jobs = state.jobs, []
+        bound = deadline if deadline is not None else state.deadline
+    ran = 0
+    for job in jobs:
+        left = None if bound is None else bound - time.monotonic()
+        if left is not None and left < max(MIN_REMAINING_S, 3 * job.duration_s):
+            continue  # too close to the deadline: this one is dropped, not postponed
+        try:
+            if _explain(job):
+                ran += 1
+        except Exception as exc:  # never let an explain break delivery
+            logger.warning("tracing: could not explain a statement: %s", type(exc).__name__)
+        finally:
+            job.params = None
+    return ran
+
+
+def _explain(job: _Job) -> bool:
+    import psycopg
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+    from psycopg.rows import tuple_row
+
+    from tracing.plans import parse_plan
+    from tracing.runtime import current
+
+    rt = current()
+    conn = job.conn
+    if rt is None or conn.closed or conn.broken:
+        return False
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False  # the statement's transaction is still open: never disturb it
+    read = job.operation in _READS
+    if read:
+        options = "(ANALYZE, VERBOSE)" if job.dsql else "(ANALYZE, BUFFERS)"
+    else:
+        options = "(VERBOSE)" if job.dsql else ""
+    name = names.DSQL_EXPLAIN if job.dsql else names.DB_EXPLAIN
+    attributes: dict[str, Any] = {
+        names.DB_SYSTEM_NAME: "postgresql",
+        names.DB_OPERATION_NAME: "EXPLAIN",
+        names.DB_QUERY_TEXT: job.redacted,
+        names.DD_OPERATION_NAME: name,
+        names.DD_RESOURCE_NAME: job.redacted,
+        names.PLAN_ANALYZED: read,
+    }
+    span = rt.tracer.start_span(
+        name,
+        context=job.parent_context,
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        links=[Link(job.query_context)],
+    )
+    try:
+        with psycopg.Cursor(conn, row_factory=tuple_row) as cursor:
+            cursor.execute(f"EXPLAIN {options} {job.sql}", job.params)
+            lines = [str(row[0]) for row in cursor.fetchall()]
+    except psycopg.Error as exc:
+        if exc.sqlstate:
+            span.set_attribute(names.DB_RESPONSE_STATUS_CODE, exc.sqlstate)
+        span.set_status(Status(StatusCode.ERROR, "the explain failed"))
+        span.end()
+        return False
+    plan = parse_plan(lines)
+    span.set_attribute(names.PLAN_SUMMARY, plan.summary)
+    span.set_attribute(names.PLAN_NODE_TYPES, plan.node_types)
+    span.set_attribute(names.PLAN_TEXT, plan.text)
+    for key, value in (
+        (names.PLAN_ROWS, plan.rows),
+        (names.PLAN_ROWS_READ, plan.rows_read),
+        (names.PLAN_STORAGE_LOOKUPS, plan.storage_lookups),
+        (names.PLAN_EXECUTION_MS, plan.execution_ms),
+    ):
+        if value is not None:
+            span.set_attribute(key, value)
+    for part, value in plan.dpu.items():
+        span.set_attribute(f"{names.DPU_PREFIX}{part}", value)
+    span.end()
+    return True
