@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
 
-    from dsqltrace import collector, dashboards, demo, load, serve
+    from dsqltrace import collector, dashboards, demo, load, plans, serve
 
     # Each of these modules has add_arguments(parser) and run(args).
     modules = {
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "collector": (collector, "a local OTLP/HTTP trace receiver"),
         "load": (load, "virtual users against the Todo API"),
         "dashboards": (dashboards, "validate or push the Datadog dashboards"),
+        "plans": (plans, "the seed's select beside the Todo API's, explained, over 100k todos"),
     }
     for name, (module, text) in modules.items():
         module.add_arguments(commands.add_parser(name, help=text))

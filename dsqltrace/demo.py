@@ -133,7 +133,11 @@ def run(args: argparse.Namespace) -> int:
             out,
             {**os.environ, **db_env},
             memory_mb=args.memory,
-            extra_env={"OTEL_TRACES_EXPORTER": args.exporter},
+            extra_env={
+                "OTEL_TRACES_EXPORTER": args.exporter,
+                # Each statement explained once per environment: the report's Plans section.
+                "DSQLTRACE_EXPLAIN": os.environ.get("DSQLTRACE_EXPLAIN", "slow,0"),
+            },
         )
         _step(
             f"load: {args.users} virtual users for {args.duration:g} s ({args.mix}) against {url}"

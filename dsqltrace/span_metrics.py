@@ -30,7 +30,7 @@ __all__ = ["FILE", "PREFIX", "defined", "push", "validate"]
 FILE = Path(__file__).resolve().parent.parent / "dashboards" / "metrics" / "span-metrics.json"
 #: Every span-based metric of the project is named ``dsqltrace.<...>``.
 PREFIX = "dsqltrace."
-_OPERATION = re.compile(r'operation_name:("[^"]+"|\S+)')
+_OPERATION = re.compile(r'operation_name:(\([^)]*\)|"[^"]+"|\S+)')
 _ATTRIBUTE = re.compile(r"@([a-z_][a-z0-9_.]*)")
 #: Attributes a filter or a compute may name: the toolkit's and Datadog's own.
 _KNOWN_ATTRIBUTES = {
@@ -79,9 +79,10 @@ def validate(path: Path = FILE) -> list[str]:
         seen.add(metric_id)
         attributes = entry["data"]["attributes"]
         query = str(attributes.get("filter", {}).get("query", ""))
-        for op in _OPERATION.findall(query):
-            if op.strip('"') not in operations:
-                errors.append(f"{where}: operation_name {op!r} is not one the toolkit emits")
+        for found in _OPERATION.findall(query):
+            for op in found.strip("()").split(" OR "):  # one name, or (a OR b)
+                if op.strip().strip('"') not in operations:
+                    errors.append(f"{where}: operation_name {op!r} is not one the toolkit emits")
         path_ = str(attributes.get("compute", {}).get("path", ""))
         for attribute in _ATTRIBUTE.findall(f"{query} {path_}"):
             if attribute not in _KNOWN_ATTRIBUTES:

@@ -37,18 +37,20 @@ def test_dashboard_covers_what_the_issue_asks() -> None:
         "operation_name:dsql.connect",
         "operation_name:postgresql.query",
         "@dsql.occ.retry_count",
+        "dsqltrace.dsql.explain.dpu_total",
+        "dsqltrace.dsql.explain.execution_ms",
         '"type": "note"',
     ):
         assert needle in text, needle
     assert {t["name"] for t in ORIGINAL["template_variables"]} == {"env", "service", "functionname"}
 
 
-def test_token_connect_query_and_occ_widgets_chart_metrics_from_all_spans() -> None:
+def test_token_connect_query_occ_and_plan_widgets_chart_metrics_from_all_spans() -> None:
     """Not the spans data source (indexed spans only, a sample): span-based metrics."""
     charted: set[str] = set()
     for widget in ORIGINAL["widgets"]:
         definition = json.dumps(widget["definition"])
-        if any(k in definition for k in ("token", "connect", "postgresql.query", "occ")):
+        if any(k in definition for k in ("token", "connect", "postgresql.query", "occ", "explain")):
             if "Save Todo" in definition:
                 continue  # the application's own spans
             assert '"data_source": "spans"' not in definition, widget["definition"]["title"]
@@ -62,6 +64,12 @@ METRIC_CASES = [
     (
         lambda m: m[1]["data"]["attributes"]["filter"].update(query="operation_name:dsql.conect"),
         "'dsql.conect' is not one the toolkit emits",
+    ),
+    (
+        lambda m: m[5]["data"]["attributes"]["filter"].update(
+            query="operation_name:(dsql.explain OR postgres.explain)"
+        ),
+        "'postgres.explain' is not one the toolkit emits",
     ),
     (
         lambda m: m[3]["data"]["attributes"]["compute"].update(path="@dsql.occ.retries"),

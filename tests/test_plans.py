@@ -294,3 +294,36 @@ def test_in_lambda_the_explain_runs_after_the_response(tmp_path: Path, postgres:
     (root,) = [s for s in spans if s.trace_id == explained.trace_id and s.is_root]
     assert explained.start_ns >= root.end_ns
     assert explained.attributes[names.PLAN_ANALYZED] is True
+
+
+def test_dsqltrace_plans_answers_the_seeds_question(tmp_path: Path) -> None:
+    """``dsqltrace plans`` end to end (a smaller table): the report's Plans section puts each
+    statement's plan beside its p95 and says which one grows with the table."""
+    import argparse
+    import json
+    import shutil
+    import tempfile
+
+    from dsqltrace import plans
+
+    data = Path(tempfile.mkdtemp(prefix="dsqltrace-test-plans-"))
+    data.chmod(0o755)  # as root the server runs as `postgres`, which must enter it
+    out = tmp_path / "out"
+    try:
+        code = plans.run(argparse.Namespace(rows=5000, rounds=4, data=data / "pg", out=out))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    assert code == 0
+    figures = json.loads((out / "report.json").read_text())
+    rows = {r["span"]: r for r in figures["plans"]}
+    assert set(rows) == set(plans.statements())
+    sorted_scan = rows["top 10 by updated_at (no index)"]
+    assert sorted_scan["summary"] == "Seq Scan todos → Sort → Limit"
+    assert sorted_scan["rows_read"] == 5000 and sorted_scan["count"] == 4
+    ours = rows["Todo API: first page (keyset, index)"]
+    assert ours["summary"] == "Index Scan Backward todos → Limit" and ours["rows_read"] == 10
+    verdicts = "\n".join(figures["plan_verdicts"])
+    assert "top 10 by updated_at (no index) (Seq Scan todos → Sort → Limit) reads 5,000" in verdicts
+    assert "grows with the table" in verdicts and "size does not matter" in verdicts
+    assert "whichever rows storage gives first" in verdicts  # the seed's, as written
+    assert "<h2>Plans</h2>" in (out / "report.html").read_text()

@@ -66,6 +66,78 @@ def init_phases(trace: list[Span]) -> dict[str, float]:
     return result
 
 
+#: The span names of explains (``tracing.explain``).
+EXPLAIN_SPANS = ("dsql.explain", "postgresql.explain")
+
+
+def plans(spans: list[Span]) -> list[dict[str, Any]]:
+    """Each explained statement: its plan (the latest explain's) beside its queries' p95."""
+    durations: dict[str, list[float]] = defaultdict(list)
+    names: dict[str, str] = {}
+    explained: dict[str, Span] = {}
+    by_id = {(s.trace_id, s.span_id): s for s in spans}
+    for span in spans:
+        text = span.attributes.get("db.query.text")
+        if not isinstance(text, str):
+            continue
+        if span.name in EXPLAIN_SPANS:
+            latest = explained.get(text)
+            if latest is None or span.start_ns > latest.start_ns:
+                explained[text] = span
+        elif span.kind == 3 and span.attributes.get("operation.name") == "postgresql.query":
+            durations[text].append(span.duration_ms)
+            # Named after the block it ran in ("Query Todos"), when that is not the root.
+            parent = by_id.get((span.trace_id, span.parent_id))
+            names[text] = parent.name if parent is not None and not parent.is_root else span.name
+    rows = []
+    for text, span in explained.items():
+        a = span.attributes
+        times = durations.get(text, [])
+        rows.append(
+            {
+                "statement": text,
+                "span": names.get(text, span.name),
+                "count": len(times),
+                "p95_ms": round(percentile(times, 95), 3) if times else None,
+                "summary": a.get("dsql.plan.summary"),
+                "rows": a.get("dsql.plan.rows"),
+                "rows_read": a.get("dsql.plan.rows_read"),
+                "storage_lookups": a.get("dsql.plan.storage_lookups"),
+                "dpu_total": a.get("dsql.dpu.total"),
+                "analyzed": a.get("dsql.plan.analyzed"),
+                "explain_ms": round(span.duration_ms, 3),
+            }
+        )
+    rows.sort(key=lambda r: -(r["p95_ms"] or 0.0))
+    return rows
+
+
+def plan_verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per analysed read: does its cost grow with the table, from what it read."""
+    lines = []
+    for row in rows:
+        read, produced = row.get("rows_read"), row.get("rows")
+        if not row.get("analyzed") or read is None or produced is None:
+            continue
+        summary, name = row["summary"], row["span"]
+        if read >= 10 * max(produced, 1):
+            lines.append(
+                f"{name} ({summary}) reads {read:,.0f} rows to return {produced:,.0f}: "
+                "its cost grows with the table."
+            )
+        elif "ORDER BY" not in row["statement"].upper() and "Index" not in summary:
+            lines.append(
+                f"{name} ({summary}) reads {read:,.0f} rows to return {produced:,.0f}, but "
+                "without ORDER BY they are whichever rows storage gives first, not the newest."
+            )
+        else:
+            lines.append(
+                f"{name} ({summary}) reads {read:,.0f} rows to return {produced:,.0f}: an "
+                "index gives the rows in the order asked, so the table's size does not matter."
+            )
+    return lines
+
+
 def compute(run: Run) -> dict[str, Any]:
     """Everything report.json holds."""
     spans = run.spans
@@ -168,6 +240,8 @@ def compute(run: Run) -> dict[str, Any]:
         },
         "seed": {"seed": SEED, "this_run": this_run},
         "lambda_report": lambda_report(invocations),
+        "plans": (plan_rows := plans(spans)),
+        "plan_verdicts": plan_verdicts(plan_rows),
         "caller_breakdown": caller_breakdown(run),
         "bottleneck": bottleneck(run),
     }

@@ -87,7 +87,61 @@ def terminal(figures: dict[str, Any]) -> str:
         )
     for statement in figures.get("bottleneck") or []:
         lines.append(statement)
+    if figures.get("plans"):
+        lines.append("")
+        lines.extend(plans_text(figures))
     return "\n".join(lines)
+
+
+def plans_text(figures: dict[str, Any]) -> list[str]:
+    """The "Plans" section for the terminal."""
+    lines = ["plans (explained statements; p95 of their query spans):"]
+    for row in figures.get("plans") or []:
+        lines.append(
+            f"  {row['span']}: p95 {_ms(row['p95_ms'])} ms, {row['summary']}, "
+            f"rows {_num(row['rows'])}, read {_num(row['rows_read'])}"
+            + (f", DPU {row['dpu_total']:.5f}" if row.get("dpu_total") is not None else "")
+        )
+    lines.extend(figures.get("plan_verdicts") or [])
+    return lines
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if isinstance(value, int | float) else str(value)
+
+
+def plans_table(plan_rows: list[dict[str, Any]]) -> str:
+    """The "Plans" section's table."""
+    header = [
+        "statement",
+        "span",
+        "count",
+        "p95 ms",
+        "plan",
+        "rows",
+        "rows read",
+        "storage lookups",
+        "DPU (total)",
+        "explain ms",
+    ]
+    rows = [
+        [
+            r["statement"] if len(r["statement"]) <= 120 else r["statement"][:119] + "…",
+            r["span"],
+            r["count"],
+            _ms(r["p95_ms"]),
+            r["summary"] or "",
+            _num(r["rows"]),
+            _num(r["rows_read"]),
+            _num(r["storage_lookups"]),
+            "–" if r["dpu_total"] is None else f"{r['dpu_total']:.5f}",
+            _ms(r["explain_ms"]),
+        ]
+        for r in plan_rows
+    ]
+    return _table(rows, header)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -169,6 +223,17 @@ def page(figures: dict[str, Any], images: dict[str, bytes | None]) -> str:
             parts.append(
                 _table(_stats_rows({k: v for k, v in table.items() if v["count"]}), header)
             )
+    plan_rows = figures.get("plans") or []
+    if plan_rows:
+        parts.append("<h2>Plans</h2>")
+        parts.append(
+            "<p>Statements explained during the run (<code>DSQLTRACE_EXPLAIN</code>), with the "
+            "p95 of their query spans. Rows read counts what the scans read, returned or "
+            "filtered out; DPU is DSQL's Statement DPU Estimate (none on PostgreSQL).</p>"
+        )
+        parts.append(plans_table(plan_rows))
+        for line in figures.get("plan_verdicts") or []:
+            parts.append(f"<p class='seed'>{html.escape(line)}</p>")
     totals = figures["totals"]
     parts.append("<h2>Totals</h2>")
     parts.append(_table([[k.replace("_", " "), v] for k, v in totals.items()], ["total", "value"]))
