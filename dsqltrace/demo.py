@@ -123,10 +123,16 @@ def run(args: argparse.Namespace) -> int:
         (out / name).unlink(missing_ok=True)
     processes: list[subprocess.Popen[str]] = []
     server = None
+    proxy = None
     problems: list[str] = []
     try:
         _step("embedded PostgreSQL, schema")
         server, db_env = local_database()
+        if args.dsql_proxy:
+            from dsqltrace import dsqlproxy
+
+            _step("DSQL's connection rules in front of it (rate, 60-minute age, IAM token)")
+            proxy = dsqlproxy.front(server, db_env)
         _step("local OTLP collector; Lambda emulator with todo-insert and todo-select")
         url = start_services(
             processes,
@@ -166,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
         _step("stopping the emulator, the collector and PostgreSQL")
         for process in reversed(processes):
             _stop(process)
+        if proxy is not None:
+            from dsqltrace import dsqlproxy
+
+            said = dsqlproxy.stop(proxy)
+            print(said.splitlines()[-1] if said else "", flush=True)
         if server is not None:
             server.stop()
     if not (out / SPANS_FILE).exists():
@@ -202,6 +213,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="otlp",
         help="how the functions deliver spans: OTLP to the collector (default), or one "
         "otlp-stdout log line per export, forwarded to it by the emulator's log subscription",
+    )
+    parser.add_argument(
+        "--no-dsql-proxy",
+        dest="dsql_proxy",
+        action="store_false",
+        help="connect straight to PostgreSQL, without DSQL's connection rules in between",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("report"), help="run folder (default report/)"

@@ -149,6 +149,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "awslambdaric worker process each, never frozen (default: on-demand Lambda)",
     )
     parser.add_argument(
+        "--dsql-proxy",
+        action="store_true",
+        help="put DSQL's connection rules between the functions and the embedded PostgreSQL: "
+        "100 new connections a second (burst 1,000), 60-minute connections, the IAM token "
+        "checked (dsqltrace.dsqlproxy)",
+    )
+    parser.add_argument(
         "--snapstart",
         action="store_true",
         help="SnapStart: run init once at startup (publication) and serve cold starts by "
@@ -183,9 +190,22 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"embedded PostgreSQL on 127.0.0.1:{server.port} (data in {server.folder})", flush=True
         )
+    proxy = None
+    if args.dsql_proxy and server is not None:
+        from dsqltrace import dsqlproxy
+
+        proxy = dsqlproxy.front(server, db_env)
+        print(
+            f"DSQL's connection rules (rate, age, IAM token) on 127.0.0.1:{db_env['PGPORT']}",
+            flush=True,
+        )
     try:
         run_server(serve(args, db_env))
     finally:
+        if proxy is not None:
+            from dsqltrace import dsqlproxy
+
+            print(dsqlproxy.stop(proxy), flush=True)
         if server is not None:
             server.stop()
     return 0

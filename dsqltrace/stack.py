@@ -44,6 +44,7 @@ class LocalStack:
         handlers: dict[str, str] | None = None,
         function_env: dict[str, dict[str, str]] | None = None,
         on_database: Callable[[LocalStack], None] | None = None,
+        dsql_proxy: dict[str, Any] | None = None,
     ) -> None:
         self.folder = folder
         self.extra_env = dict(env or {})
@@ -52,6 +53,12 @@ class LocalStack:
         self.function_env = dict(function_env or {})
         #: Called once the database is up, before the functions start (to add roles, env...).
         self._on_database = on_database
+        #: DSQL's connection rules in front of PostgreSQL, with these limits
+        #: (``dsqltrace.dsqlproxy.start``'s keywords); None: no proxy.
+        self._dsql_proxy = dsql_proxy
+        self.proxy: subprocess.Popen[str] | None = None
+        #: What the proxy said when it stopped (its counts and CPU).
+        self.proxy_report = ""
         self._functions = functions
         self._routes = routes
         self._timeout_s = timeout_s
@@ -76,6 +83,10 @@ class LocalStack:
     def start(self) -> LocalStack:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.postgres, self.db_env = local_database(self.folder / "pg")
+        if self._dsql_proxy is not None:
+            from dsqltrace import dsqlproxy
+
+            self.proxy = dsqlproxy.front(self.postgres, self.db_env, **self._dsql_proxy)
         if self._on_database is not None:
             self._on_database(self)
         self.set_collector("none")
@@ -169,6 +180,11 @@ class LocalStack:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
         self.set_collector(None)
+        if self.proxy is not None:
+            from dsqltrace import dsqlproxy
+
+            self.proxy_report = dsqlproxy.stop(self.proxy)
+            self.proxy = None
         if self.postgres is not None:
             self.postgres.stop()
 

@@ -445,6 +445,10 @@ class TracedConnection(psycopg.Connection[Any]):
             scope.close(exc)
             raise
         scope.close()
+        # What the connection was made as, whatever class another instrumentation's
+        # wrapper of psycopg's connect returned (explains are named after it).
+        with contextlib.suppress(AttributeError):
+            conn._tracing_connect_span = cls.connect_span_name
         return conn
 
 

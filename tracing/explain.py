@@ -166,8 +166,6 @@ def consider(cursor: Any, sql: str, params: Any, span: Any, attributes: Any) -> 
         state.queued += 1
         from opentelemetry import trace
 
-        from tracing.db import DsqlConnection
-
         conn = cursor.connection
         state.jobs.append(
             _Job(
@@ -179,7 +177,7 @@ def consider(cursor: Any, sql: str, params: Any, span: Any, attributes: Any) -> 
                 query_context=span.get_span_context(),
                 parent_context=trace.set_span_in_context(_parent_span(span)),
                 duration_s=duration_s,
-                dsql=isinstance(conn, DsqlConnection),
+                dsql=getattr(conn, "_tracing_connect_span", None) == names.DSQL_CONNECT,
             )
         )
 

@@ -1,0 +1,182 @@
+"""DSQL's connection rules reproduced locally (``dsqltrace.dsqlproxy``) and met by the handlers:
+the connection rate (53400, retried, then 503), the 60-minute age (a transparent reconnect),
+the IAM token checked at connect (the seed's reused token fails here as on DSQL)."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from dsqltrace import dsqlproxy
+from dsqltrace.dsqlproxy import ProxyConfig, check_token
+from handlers.token import presign
+from tests import functions
+from tests.functions import call
+from tracing import names
+
+SECRET = "test-secret-key-for-signing-only"  # the dsql_env fixture's
+CONFIG = ProxyConfig("/nonexistent", "", "", secret_key=SECRET)
+
+
+def _token(**overrides: Any) -> str:
+    args: dict[str, Any] = {
+        "hostname": "localhost",
+        "region": "us-east-1",
+        "action": "DbConnectAdmin",
+        "access_key": "AKIDTESTTESTTESTTEST",
+        "secret_key": SECRET,
+    }
+    args.update(overrides)
+    return presign(**args)
+
+
+# --- the token check ------------------------------------------------------------------
+
+
+def test_a_fresh_token_for_this_endpoint_is_accepted() -> None:
+    assert check_token(_token(), "admin", CONFIG) is None
+    assert check_token(_token(action="DbConnect"), "reader", CONFIG) is None
+
+
+@pytest.mark.parametrize(
+    ("token", "user", "why"),
+    [
+        (
+            lambda: _token(now=datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)),
+            "admin",
+            "expired",
+        ),
+        (lambda: _token(hostname="other.dsql.us-east-1.on.aws"), "admin", "another endpoint"),
+        (lambda: _token(region="eu-west-1"), "admin", "another region"),
+        (lambda: _token(), "reader", "does not allow DbConnect"),
+        (lambda: _token(action="DbConnect"), "admin", "does not allow DbConnectAdmin"),
+        (lambda: _token(secret_key="someone else's"), "admin", "signature does not match"),
+        (
+            lambda: _token(now=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)),
+            "admin",
+            "in the future",
+        ),
+        (lambda: "hunter2", "admin", "not an IAM auth token"),
+    ],
+)
+def test_dsql_refuses_a_bad_token(token: Any, user: str, why: str) -> None:
+    assert why in (check_token(token(), user, CONFIG) or "")
+
+
+def test_tokens_older_than_the_scaled_down_limit_are_refused() -> None:
+    config = ProxyConfig("/nonexistent", "", "", token_max_age_s=1.0)
+    old = _token(now=datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5))
+    assert "expired" in (check_token(old, "admin", config) or "")
+
+
+# --- through the proxy ------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxied(dsql_env: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Start a proxy with the limits a test asks for; the handlers' settings then reach it."""
+    started: list[Any] = []
+
+    def start(**limits: Any) -> Any:
+        process, port = dsqlproxy.start(dsql_env, secret_key=SECRET, **limits)
+        started.append(process)
+        monkeypatch.setenv("PGPORT", str(port))
+        return process
+
+    yield start
+    functions.close_all()
+    for process in started:
+        dsqlproxy.stop(process)
+
+
+def _counts(said: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", said.split(";")[0])}
+
+
+def test_the_rate_limit_is_retried_and_recorded(
+    proxied: Any, sink: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handlers.database import Database
+
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")  # not an init: spans, not cold-start phases
+    proxy = proxied(rate=2.0, burst=2)
+    databases = [Database.from_env() for _ in range(3)]
+    try:
+        for database in databases:
+            database.connect(time.monotonic() + 10)
+    finally:
+        for database in databases:
+            database.close()
+    from tracing.testing import delivery
+
+    delivery().flush()
+    attempts = [s for s in sink.spans if s.name == names.DSQL_CONNECT]
+    refused = [s for s in attempts if s.attributes.get(names.DB_RESPONSE_STATUS_CODE)]
+    assert refused and {s.attributes[names.DB_RESPONSE_STATUS_CODE] for s in refused} == {"53400"}
+    succeeded = [s for s in attempts if s.attributes.get(names.DSQL_CONNECT_RETRY_COUNT)]
+    assert succeeded[-1].attributes[names.DSQL_CONNECT_RETRY_COUNT] == len(refused)
+    counts = _counts(dsqlproxy.stop(proxy))
+    assert counts["accepted"] == 3 and counts["rate"] == len(refused)
+
+
+def test_out_of_retries_the_api_answers_503_with_retry_after(proxied: Any, sink: Any) -> None:
+    proxied(rate=0.01, burst=1)  # one connection (init's), then none for 100 s
+    select = functions.load("handlers.select")
+    select.database.close()
+    response = call(select, "GET", "/todos")
+    assert response["statusCode"] == 503
+    assert response["headers"]["retry-after"]
+    assert response["json"]["error"]["code"]
+    refused = [
+        s
+        for s in sink.spans
+        if s.name == names.DSQL_CONNECT
+        and s.attributes.get(names.DB_RESPONSE_STATUS_CODE) == "53400"
+    ]
+    assert len(refused) >= 2  # retried with backoff before giving up
+
+
+def test_a_connection_closed_at_its_maximum_age_is_replaced(proxied: Any, sink: Any) -> None:
+    proxy = proxied(max_age_s=1.0)
+    select = functions.load("handlers.select")
+    assert call(select, "GET", "/todos")["statusCode"] == 200
+    time.sleep(1.5)  # DSQL closes the connection (60 minutes, scaled down)
+    sink.clear()
+    assert call(select, "GET", "/todos")["statusCode"] == 200
+    (query,) = [s for s in sink.spans if s.name == "Query Todos"]
+    assert query.attributes.get(names.DSQL_RECONNECT) is True
+    assert _counts(dsqlproxy.stop(proxy))["aged"] >= 1
+
+
+def test_the_seeds_reused_token_fails_and_the_handlers_never_send_one(
+    proxied: Any, dsql_env: Any
+) -> None:
+    from handlers.database import Database
+
+    proxy = proxied(token_max_age_s=1.0)
+    seed_token = _token()  # the seed made one at cold start and kept it
+    options = {
+        "host": "localhost",
+        "port": int(__import__("os").environ["PGPORT"]),
+        "user": "admin",
+        "dbname": "postgres",
+        "sslmode": "verify-full",
+        "sslrootcert": str(dsql_env.ca_file),
+        "autocommit": True,
+    }
+    psycopg.connect(password=seed_token, **options).close()
+    database = Database.from_env()
+    database.connect()
+    time.sleep(1.5)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(password=seed_token, **options)
+    database.connect()  # a fresh token for each new connection
+    database.close()
+    counts = _counts(dsqlproxy.stop(proxy))
+    assert counts["token"] == 1 and counts["accepted"] == 3

@@ -1,0 +1,19 @@
+"""A cold-start storm against DSQL's connection rate, in the emulator with the DSQL proxy:
+only 201s and documented 503s, every acknowledged write stored, the retries in the spans."""
+
+from __future__ import annotations
+
+from bench.storm import storm
+
+
+def test_a_storm_of_cold_starts_meets_the_rate_limit_and_loses_nothing() -> None:
+    figures = storm(20, rate=10.0, burst=4)
+    assert figures["environments_created"] == 20
+    assert set(figures["statuses"]) <= {201, 503}, figures["statuses"]
+    assert figures["retry_after"]
+    assert figures["acknowledged"] == figures["statuses"].get(201, 0)
+    assert figures["lost"] == 0
+    # The limit really bit, and the spans show it: refused attempts, then connections made.
+    assert figures["proxy"]["rate"] > 0
+    assert figures["refused_attempts"] == figures["proxy"]["rate"]
+    assert figures["retried_connects"] > 0
