@@ -327,3 +327,24 @@ def test_dsqltrace_plans_answers_the_seeds_question(tmp_path: Path) -> None:
     assert "grows with the table" in verdicts and "size does not matter" in verdicts
     assert "whichever rows storage gives first" in verdicts  # the seed's, as written
     assert "<h2>Plans</h2>" in (out / "report.html").read_text()
+
+
+def test_later_runs_carry_the_statements_dpu_estimate(
+    explaining: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On DSQL, the explain's DPU total goes on later query spans of the same statement (the
+    test server is PostgreSQL: its plan is read as DSQL's documented sample instead)."""
+    import tracing.plans
+    from tests.functions import call
+
+    sample = parse_plan(_fixture("dsql-index-lookup.txt"))
+    monkeypatch.setattr(tracing.plans, "parse_plan", lambda lines: sample)
+    select = _load("handlers.select")
+    for _ in range(2):
+        assert call(select, "GET", "/todos")["statusCode"] == 200
+    queries = [s for s in explaining.spans if s.name == "SELECT todos"]
+    assert names.DPU_ESTIMATE not in queries[0].attributes  # not explained yet
+    assert queries[1].attributes[names.DPU_ESTIMATE] == 0.02318
+    (explained,) = [s for s in explaining.spans if s.name == names.DSQL_EXPLAIN]
+    assert explained.attributes[names.DPU_TOTAL] == 0.02318
+    assert explained.attributes[names.PLAN_STORAGE_LOOKUPS] == 10

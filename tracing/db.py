@@ -282,6 +282,11 @@ def _close_query_span(
 ) -> None:
     if exc is None and cursor.rowcount >= 0 and cursor.pgresult is not None and cursor.description:
         scope.span.set_attribute(names.DB_RESPONSE_RETURNED_ROWS, cursor.rowcount)
+    if exc is None and explain.policy() is not None:
+        attributes = getattr(scope.span, "attributes", None) or {}
+        dpu = explain.estimate(str(attributes.get(names.DB_QUERY_TEXT, "")))
+        if dpu is not None:
+            scope.span.set_attribute(names.DPU_ESTIMATE, dpu)
     scope.close(exc)  # an error: SQLSTATE and constraint, never the server's message
     if exc is None and query is not None and explain.policy() is not None:
         try:

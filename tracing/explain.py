@@ -10,6 +10,9 @@ before its spans are delivered.  Its result is a ``dsql.explain`` span
 spans) in the invocation's trace, linked to the query span it explains, with
 the plan's summary, node types, rows, DSQL's storage lookups and DPU
 estimate, and the plan text, every constant redacted (:mod:`tracing.plans`).
+On DSQL, later runs of an explained statement carry its latest estimate as
+``dsql.dpu.estimate`` on their query spans: every request then shows what its
+statements cost, not only the explained ones.
 
 Bounds:
 
@@ -50,6 +53,7 @@ __all__ = [
     "Policy",
     "configure",
     "consider",
+    "estimate",
     "invocation_started",
     "pending",
     "policy",
@@ -111,6 +115,8 @@ class _State:
         self.explained_at: dict[str, float] = {}
         self.deadline: float | None = None
         self.queued = 0
+        #: Each explained statement's latest DPU estimate (DSQL), by its redacted text.
+        self.dpu: dict[str, float] = {}
 
 
 _state = _State()
@@ -187,6 +193,11 @@ def _parent_span(span: Any) -> Any:
 
     parent = getattr(span, "parent", None)  # the SDK span's parent SpanContext
     return trace.NonRecordingSpan(parent) if parent is not None else trace.INVALID_SPAN
+
+
+def estimate(redacted: str) -> float | None:
+    """The latest DPU estimate of a statement in this environment (DSQL), or None."""
+    return _state.dpu.get(redacted)
 
 
 def pending() -> int:
@@ -275,4 +286,7 @@ def _explain(job: _Job) -> bool:
     for part, value in plan.dpu.items():
         span.set_attribute(f"{names.DPU_PREFIX}{part}", value)
     span.end()
+    if "total" in plan.dpu:
+        with _state.lock:
+            _state.dpu[job.redacted] = plan.dpu["total"]
     return True

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "DPU_ESTIMATE",
     "BATCH_ITEM_FAILURES",
     "CLIENT_ADDRESS",
     "CLOUD_ACCOUNT_ID",
@@ -243,6 +244,9 @@ PLAN_TEXT: Final = "dsql.plan.text"
 #: ``.multiregionwrite``, ``.total``.
 DPU_PREFIX: Final = "dsql.dpu."
 DPU_TOTAL: Final = "dsql.dpu.total"
+#: On a query span: the total DPU of this statement's latest explain in this environment
+#: (DSQL only), so that every request carries an estimate of what its statements cost.
+DPU_ESTIMATE: Final = "dsql.dpu.estimate"
 #: The function a span's work ran in (an after-restore hook).
 CODE_FUNCTION_NAME: Final = "code.function.name"
 #: How the environment was initialised, where it is not ``on-demand``: on the first
