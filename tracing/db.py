@@ -453,7 +453,7 @@ class TracedConnection(psycopg.Connection[Any]):
         # What the connection was made as, whatever class another instrumentation's
         # wrapper of psycopg's connect returned (explains are named after it).
         with contextlib.suppress(AttributeError):
-            conn._tracing_connect_span = cls.connect_span_name
+            conn._tracing_connect_span = cls.connect_span_name  # type: ignore[attr-defined]
         return conn
 
 

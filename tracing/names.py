@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
-    "DPU_ESTIMATE",
     "BATCH_ITEM_FAILURES",
     "CLIENT_ADDRESS",
     "CLOUD_ACCOUNT_ID",
@@ -51,6 +50,7 @@ __all__ = [
     "DD_SPAN_TYPE",
     "DEPLOYMENT_ENVIRONMENT",
     "DEPLOYMENT_ENVIRONMENT_LEGACY",
+    "DPU_ESTIMATE",
     "DPU_PREFIX",
     "DPU_TOTAL",
     "DSQL_CONNECT",
