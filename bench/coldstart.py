@@ -70,28 +70,10 @@ def bench_database() -> Any:
 def start_collector(spans_file: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
     """A fresh local collector writing to ``spans_file`` (``args``: more options, such as
     ``--fault slow --delay-ms 20``); returns it and its port."""
-    from dsqltrace.pg import free_port
+    from dsqltrace.collector import spawn
 
     spans_file.unlink(missing_ok=True)
-    port = free_port()
-    collector = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dsqltrace.collector",
-            "--port",
-            str(port),
-            "--out",
-            str(spans_file),
-            *args,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert collector.stdout is not None
-    assert "listening" in collector.stdout.readline()
-    return collector, port
+    return spawn(spans_file, *args)
 
 
 def base_env(database_url: str, collector_url: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ import base64
 import gzip
 import json
 import signal
+import subprocess
 import sys
 import time
 from collections import deque
@@ -248,6 +249,33 @@ async def _blackhole(
     listener.close()
     collector.close()
     return collector
+
+
+def spawn(out: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """A collector process writing to ``out`` (``args``: more options, such as
+    ``--fault slow``), once it listens; returns it and its port."""
+    from dsqltrace.pg import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dsqltrace.collector",
+            "--port",
+            str(port),
+            "--out",
+            str(out),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    if "listening" not in process.stdout.readline():
+        process.kill()
+        raise RuntimeError("the collector did not start")
+    return process, port
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,13 +20,10 @@ it explains.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
-from dsqltrace.pg import free_port
 from dsqltrace.report.runs import SPANS_FILE
 
 #: The statements compared, by the name of the block each runs in.
@@ -98,43 +95,22 @@ def measure(rounds: int, page: int) -> dict[str, list[float]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dsqltrace.collector import spawn
     from dsqltrace.report import render
-    from dsqltrace.serve import LOCAL, local_database
+    from dsqltrace.serve import LOCAL, environ, local_database
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / SPANS_FILE).unlink(missing_ok=True)
     server, db_env = local_database(args.data or LOCAL / "plans-pg")
-    collector = None
+    collector: subprocess.Popen[str] | None = None
     try:
         count = fill(server, args.rows)
         print(f"==> {count:,} todos; {args.rounds} rounds of each statement", flush=True)
-        port = free_port()
-        collector = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dsqltrace.collector",
-                "--port",
-                str(port),
-                "--out",
-                str(out / SPANS_FILE),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert collector.stdout is not None and "listening" in collector.stdout.readline()
-        saved = {k: os.environ.get(k) for k in (*db_env, "OTEL_EXPORTER_OTLP_ENDPOINT")}
-        os.environ.update(db_env)
-        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
-        try:
+        collector, port = spawn(out / SPANS_FILE)
+        env = {**db_env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+        with environ(env):
             timings = measure(args.rounds, 10)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
     finally:
         if collector is not None:
             collector.terminate()

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from dsqltrace.app import (
@@ -53,24 +55,31 @@ def local_database(folder: Path = LOCAL / "pg") -> tuple[EmbeddedPostgres, dict[
     return server, env
 
 
-def migrate_with(env: dict[str, str]) -> list[str]:
-    from handlers.database import Database
-    from handlers.schema import migrate
-
+@contextlib.contextmanager
+def environ(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``env`` set, put back as it was afterwards."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        database = Database.from_env()
-        try:
-            return migrate(database)
-        finally:
-            database.close()
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def migrate_with(env: dict[str, str]) -> list[str]:
+    from handlers.database import Database
+    from handlers.schema import migrate
+
+    with environ(env):
+        database = Database.from_env()
+        try:
+            return migrate(database)
+        finally:
+            database.close()
 
 
 async def serve(args: argparse.Namespace, db_env: dict[str, str]) -> None:

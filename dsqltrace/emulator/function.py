@@ -225,41 +225,25 @@ class Function:
         name = f"{self.config.name}-{self.created}"
         variables = self._variables(f"{self.created:032x}")
         limits = cgroups.EnvironmentLimits(name, self.config.memory_mb) if self.limited else None
+        common: dict[str, Any] = {
+            "handler": self.config.handler,
+            "env": variables,
+            "cwd": self._task_root,
+            "log": self._log,
+        }
         env: Environment
         if self.config.snapstart:
             snapshot = await self.published()
             variables["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
             env = RestoredEnvironment(
-                name,
-                snapshot=snapshot,
-                handler=self.config.handler,
-                env=variables,
-                cwd=self._task_root,
-                log=self._log,
-                freeze=self._freeze,
-                limits=limits,
+                name, snapshot=snapshot, freeze=self._freeze, limits=limits, **common
             )
         elif self.config.max_concurrency:
             # Managed Instances run on EC2 instances: no memory/1769 CPU share.
             variables["AWS_LAMBDA_MAX_CONCURRENCY"] = str(self.config.max_concurrency)
-            env = ConcurrentEnvironment(
-                name,
-                slots=self.config.max_concurrency,
-                handler=self.config.handler,
-                env=variables,
-                cwd=self._task_root,
-                log=self._log,
-            )
+            env = ConcurrentEnvironment(name, slots=self.config.max_concurrency, **common)
         else:
-            env = Environment(
-                name,
-                handler=self.config.handler,
-                env=variables,
-                cwd=self._task_root,
-                log=self._log,
-                freeze=self._freeze,
-                limits=limits,
-            )
+            env = Environment(name, freeze=self._freeze, limits=limits, **common)
         self.environments.append(env)
         self._made.append(env)
         env.on_dead(self._forget)
