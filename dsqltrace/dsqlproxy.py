@@ -135,7 +135,14 @@ class _Closed(Exception):
     """The peer closed the connection."""
 
 
+#: The longest startup or password message accepted (libpq's are well under 1 KiB, a
+#: token about 1.5 KiB).
+_MAX_MESSAGE = 16 * 1024
+
+
 def _read(sock: socket.socket, n: int) -> bytes:
+    if not 0 <= n <= _MAX_MESSAGE:
+        raise _Closed  # a length no client sends: the connection is dropped
     data = b""
     while len(data) < n:
         chunk = sock.recv(n - len(data))
@@ -204,8 +211,8 @@ class Proxy:
             self._sockets.add(client)
         try:
             self._serve(client)
-        except (_Closed, ConnectionError, ssl.SSLError, OSError):
-            pass
+        except (_Closed, ConnectionError, ssl.SSLError, OSError, ValueError, struct.error):
+            pass  # a client that went away or sent what no PostgreSQL client sends
         finally:
             with self._lock:
                 self._sockets.discard(client)

@@ -180,3 +180,25 @@ def test_the_seeds_reused_token_fails_and_the_handlers_never_send_one(
     database.close()
     counts = _counts(dsqlproxy.stop(proxy))
     assert counts["token"] == 1 and counts["accepted"] == 3
+
+
+def test_garbage_is_dropped_and_the_proxy_serves_on(proxied: Any, dsql_env: Any) -> None:
+    import os
+    import socket
+    import struct
+
+    from handlers.database import Database
+
+    proxy = proxied()
+    port = int(os.environ["PGPORT"])
+    for junk in (b"\x00\x00\x00\x04\x00\x00\x00\x00", struct.pack("!II", 2**31, 80877103), b"GET"):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(junk)
+            sock.shutdown(socket.SHUT_WR)
+            answer = sock.recv(200)
+            # Closed, TLS offered (then closed), or a FATAL error: never a crash or a hang.
+            assert answer[:1] in (b"", b"S", b"E"), answer
+    database = Database.from_env()
+    database.connect()  # a real client is still served
+    database.close()
+    assert _counts(dsqlproxy.stop(proxy))["accepted"] == 1

@@ -348,3 +348,32 @@ def test_later_runs_carry_the_statements_dpu_estimate(
     (explained,) = [s for s in explaining.spans if s.name == names.DSQL_EXPLAIN]
     assert explained.attributes[names.DPU_TOTAL] == 0.02318
     assert explained.attributes[names.PLAN_STORAGE_LOOKUPS] == 10
+
+
+def test_a_select_that_writes_is_not_run_twice(dsql_env: Any, postgres: Any) -> None:
+    """A read is analysed in a read-only transaction: a SELECT calling a volatile function
+    (``nextval``) fails there, and the sequence moves once, not twice."""
+    from tests.lambda_events import LambdaContext, http_event
+    from tracing import TracingConfig, traced_handler
+    from tracing.db import TracedConnection
+    from tracing.testing import capture_spans
+
+    sink = capture_spans(TracingConfig(service_name="test", explain="slow,0"))
+    postgres.psql("DROP SEQUENCE IF EXISTS explained_seq; CREATE SEQUENCE explained_seq")
+    conn = TracedConnection.connect(postgres.url(), autocommit=True)
+
+    @traced_handler
+    def handler(event: Any, context: Any) -> dict[str, Any]:
+        conn.execute("SELECT nextval('explained_seq')")
+        return {"statusCode": 200, "body": "{}"}
+
+    try:
+        handler(http_event("GET", "/todos"), LambdaContext())
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.read_only is None  # the handler's connection as it was (server default)
+    finally:
+        conn.close()
+    assert postgres.psql("SELECT last_value FROM explained_seq").strip() == "1"
+    (explained,) = [s for s in sink.spans if s.name == names.DB_EXPLAIN]
+    assert explained.attributes[names.DB_RESPONSE_STATUS_CODE] == "25006"  # read-only txn
+    assert not explained.status.is_ok

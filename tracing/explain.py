@@ -23,10 +23,12 @@ Bounds:
   times the statement's own duration) left before the invocation's deadline;
 - reads are explained with ``EXPLAIN (ANALYZE, VERBOSE)`` on DSQL (which prints
   its DPU estimate only then) and ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL:
-  one more execution of the read.  Writes (and ``WITH`` statements, which may
+  one more execution of the read, in a read-only transaction that is rolled
+  back, so that a SELECT that writes after all (a volatile function, ``FOR
+  UPDATE``) fails instead of writing twice.  Writes (and ``WITH`` statements, which may
   write) get plain ``EXPLAIN``: planned, never executed a second time.  No
-  ``SAVEPOINT`` and no transaction of its own are needed, which suits DSQL's
-  rules (no savepoints; the snapshot is taken at ``BEGIN``);
+  ``SAVEPOINT`` is ever needed, which suits DSQL's rules (no savepoints; the
+  snapshot is taken at ``BEGIN``);
 - only on a connection that is idle (no transaction open), with the
   statement's own parameters, held in memory until then and never recorded.
 
@@ -226,6 +228,26 @@ def run_pending(deadline: float | None = None) -> int:
     return ran
 
 
+def _analyze_read_only(conn: Any, statement: str, params: Any) -> list[str]:
+    """Run ``EXPLAIN ANALYZE`` of a read in a read-only transaction that is rolled back: a
+    SELECT that writes after all (a volatile function, ``FOR UPDATE``) fails instead of
+    writing twice.  No SAVEPOINT: the connection is idle, so this is the only transaction."""
+    import psycopg
+    from psycopg.rows import tuple_row
+
+    read_only = conn.read_only
+    conn.read_only = True
+    try:
+        with (
+            conn.transaction(force_rollback=True),
+            psycopg.Cursor(conn, row_factory=tuple_row) as cursor,
+        ):
+            cursor.execute(statement, params)
+            return [str(row[0]) for row in cursor.fetchall()]
+    finally:
+        conn.read_only = read_only
+
+
 def _explain(job: _Job) -> bool:
     import psycopg
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
@@ -262,9 +284,12 @@ def _explain(job: _Job) -> bool:
         links=[Link(job.query_context)],
     )
     try:
-        with psycopg.Cursor(conn, row_factory=tuple_row) as cursor:
-            cursor.execute(f"EXPLAIN {options} {job.sql}", job.params)
-            lines = [str(row[0]) for row in cursor.fetchall()]
+        if read:
+            lines = _analyze_read_only(conn, f"EXPLAIN {options} {job.sql}", job.params)
+        else:
+            with psycopg.Cursor(conn, row_factory=tuple_row) as cursor:
+                cursor.execute(f"EXPLAIN {options} {job.sql}", job.params)
+                lines = [str(row[0]) for row in cursor.fetchall()]
     except psycopg.Error as exc:
         if exc.sqlstate:
             span.set_attribute(names.DB_RESPONSE_STATUS_CODE, exc.sqlstate)
