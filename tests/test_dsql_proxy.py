@@ -105,7 +105,9 @@ def test_the_rate_limit_is_retried_and_recorded(
     from handlers.database import Database
 
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")  # not an init: spans, not cold-start phases
-    proxy = proxied(rate=2.0, burst=2)
+    # The third connection waits a second for its token: longer than the first retries, shorter
+    # than all of them (at least 1.27 s with the least jitter).
+    proxy = proxied(rate=1.0, burst=2)
     databases = [Database.from_env() for _ in range(3)]
     try:
         for database in databases:
@@ -159,7 +161,8 @@ def test_the_seeds_reused_token_fails_and_the_handlers_never_send_one(
 ) -> None:
     from handlers.database import Database
 
-    proxy = proxied(token_max_age_s=1.0)
+    # Tokens are dated to the second, so a fresh one can look up to 1 s old: 2 s of life.
+    proxy = proxied(token_max_age_s=2.0)
     seed_token = _token()  # the seed made one at cold start and kept it
     options = {
         "host": "localhost",
@@ -173,7 +176,7 @@ def test_the_seeds_reused_token_fails_and_the_handlers_never_send_one(
     psycopg.connect(password=seed_token, **options).close()
     database = Database.from_env()
     database.connect()
-    time.sleep(1.5)
+    time.sleep(3.1)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(password=seed_token, **options)
     database.connect()  # a fresh token for each new connection
