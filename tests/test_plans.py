@@ -377,3 +377,18 @@ def test_a_select_that_writes_is_not_run_twice(dsql_env: Any, postgres: Any) -> 
     (explained,) = [s for s in sink.spans if s.name == names.DB_EXPLAIN]
     assert explained.attributes[names.DB_RESPONSE_STATUS_CODE] == "25006"  # read-only txn
     assert not explained.status.is_ok
+
+
+def test_an_explain_that_would_outlast_its_bound_is_stopped_by_the_server(
+    postgres: Any,
+) -> None:
+    """The explain's own ``statement_timeout``: the server cancels it (57014), the
+    connection is left idle and usable, its settings as they were."""
+    from tracing.explain import explain_lines
+
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            explain_lines(conn, "EXPLAIN (ANALYZE) SELECT pg_sleep(30)", None, timeout_s=0.2)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "0"
+        assert conn.execute("SELECT 1").fetchone()[0] == 1

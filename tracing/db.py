@@ -280,18 +280,18 @@ def _close_query_span(
     query: Any = None,
     params: Any = None,
 ) -> None:
+    span = scope.span
     if exc is None and cursor.rowcount >= 0 and cursor.pgresult is not None and cursor.description:
-        scope.span.set_attribute(names.DB_RESPONSE_RETURNED_ROWS, cursor.rowcount)
-    if exc is None and explain.policy() is not None:
-        attributes = getattr(scope.span, "attributes", None) or {}
+        span.set_attribute(names.DB_RESPONSE_RETURNED_ROWS, cursor.rowcount)
+    explaining = exc is None and explain.policy() is not None
+    attributes = (getattr(span, "attributes", None) or {}) if explaining else {}
+    if explaining:
         dpu = explain.estimate(str(attributes.get(names.DB_QUERY_TEXT, "")))
         if dpu is not None:
-            scope.span.set_attribute(names.DPU_ESTIMATE, dpu)
+            span.set_attribute(names.DPU_ESTIMATE, dpu)
     scope.close(exc)  # an error: SQLSTATE and constraint, never the server's message
-    if exc is None and query is not None and explain.policy() is not None:
+    if explaining and query is not None:  # after the end: the span's duration is known
         try:
-            span = scope.span
-            attributes = getattr(span, "attributes", None) or {}
             explain.consider(cursor, _query_text(query, cursor), params, span, attributes)
         except Exception as err:  # explaining is a nicety: never the statement's failure
             logger.warning("tracing: could not queue an explain: %s", type(err).__name__)

@@ -20,13 +20,16 @@ Bounds:
   per ``DSQLTRACE_EXPLAIN_INTERVAL_S`` per environment, and at most
   :data:`MAX_PER_INVOCATION` statements per invocation;
 - an explain never starts with less than :data:`MIN_REMAINING_S` (or three
-  times the statement's own duration) left before the invocation's deadline;
+  times the statement's own duration) left before the invocation's deadline,
+  and runs under a ``statement_timeout`` that ends it with half of that still
+  left (and after :data:`MAX_EXPLAIN_S` at most), so the server stops an explain
+  that would outlast the bound;
 - reads are explained with ``EXPLAIN (ANALYZE, VERBOSE)`` on DSQL (which prints
   its DPU estimate only then) and ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL:
-  one more execution of the read, in a read-only transaction that is rolled
-  back, so that a SELECT that writes after all (a volatile function, ``FOR
-  UPDATE``) fails instead of writing twice.  Writes (and ``WITH`` statements, which may
-  write) get plain ``EXPLAIN``: planned, never executed a second time.  No
+  one more execution of the read.  Writes (and ``WITH`` statements, which may
+  write) get plain ``EXPLAIN``: planned, never executed a second time.  Both run in
+  a read-only transaction that is rolled back, so that a SELECT that writes after
+  all (a volatile function, ``FOR UPDATE``) fails instead of writing twice.  No
   ``SAVEPOINT`` is ever needed, which suits DSQL's rules (no savepoints; the
   snapshot is taken at ``BEGIN``);
 - only on a connection that is idle (no transaction open), with the
@@ -50,12 +53,15 @@ from tracing import names
 from tracing.runtime import logger
 
 __all__ = [
+    "MAX_EXPLAIN_S",
     "MAX_PER_INVOCATION",
+    "MAX_REMEMBERED",
     "MIN_REMAINING_S",
     "Policy",
     "configure",
     "consider",
     "estimate",
+    "explain_lines",
     "invocation_started",
     "pending",
     "policy",
@@ -65,8 +71,13 @@ __all__ = [
 
 #: The most statements explained per invocation.
 MAX_PER_INVOCATION = 4
-#: No explain starts with less time than this left before the deadline.
+#: No explain starts with less time than this left before the deadline; each keeps half
+#: of it back for delivery (its ``statement_timeout`` ends it before).
 MIN_REMAINING_S = 1.0
+#: The longest one explain may run (its ``statement_timeout``), deadline or not.
+MAX_EXPLAIN_S = 5.0
+#: The most statements remembered (when each was explained, its DPU estimate).
+MAX_REMEMBERED = 512
 _READS = frozenset({"SELECT"})
 _EXPLAINABLE = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH"})
 
@@ -170,6 +181,9 @@ def consider(cursor: Any, sql: str, params: Any, span: Any, attributes: Any) -> 
             return
         if state.queued >= MAX_PER_INVOCATION:
             return
+        if len(state.explained_at) >= MAX_REMEMBERED:  # statements made up on the fly
+            state.explained_at.clear()
+            state.dpu.clear()
         state.explained_at[redacted] = now
         state.queued += 1
         from opentelemetry import trace
@@ -215,11 +229,12 @@ def run_pending(deadline: float | None = None) -> int:
         bound = deadline if deadline is not None else state.deadline
     ran = 0
     for job in jobs:
-        left = None if bound is None else bound - time.monotonic()
-        if left is not None and left < max(MIN_REMAINING_S, 3 * job.duration_s):
+        left = MAX_EXPLAIN_S + MIN_REMAINING_S if bound is None else bound - time.monotonic()
+        if left < max(MIN_REMAINING_S, 3 * job.duration_s):
             continue  # too close to the deadline: this one is dropped, not postponed
         try:
-            if _explain(job):
+            # The server stops it in time for delivery to follow within the deadline.
+            if _explain(job, min(MAX_EXPLAIN_S, left - MIN_REMAINING_S / 2)):
                 ran += 1
         except Exception as exc:  # never let an explain break delivery
             logger.warning("tracing: could not explain a statement: %s", type(exc).__name__)
@@ -228,10 +243,15 @@ def run_pending(deadline: float | None = None) -> int:
     return ran
 
 
-def _analyze_read_only(conn: Any, statement: str, params: Any) -> list[str]:
-    """Run ``EXPLAIN ANALYZE`` of a read in a read-only transaction that is rolled back: a
-    SELECT that writes after all (a volatile function, ``FOR UPDATE``) fails instead of
-    writing twice.  No SAVEPOINT: the connection is idle, so this is the only transaction."""
+def explain_lines(conn: Any, statement: str, params: Any, *, timeout_s: float) -> list[str]:
+    """Run an ``EXPLAIN`` statement and return its lines, bounded by ``timeout_s``.
+
+    It runs in a read-only transaction that is rolled back, with ``statement_timeout``
+    set for it alone: a SELECT that writes after all (a volatile function, ``FOR
+    UPDATE``) fails instead of writing twice, a plain ``EXPLAIN`` of a write is planned
+    only, and the server cancels whatever outlasts the bound.  No SAVEPOINT: the
+    connection is idle, so this is its only transaction.
+    """
     import psycopg
     from psycopg.rows import tuple_row
 
@@ -242,16 +262,16 @@ def _analyze_read_only(conn: Any, statement: str, params: Any) -> list[str]:
             conn.transaction(force_rollback=True),
             psycopg.Cursor(conn, row_factory=tuple_row) as cursor,
         ):
+            cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
             cursor.execute(statement, params)
             return [str(row[0]) for row in cursor.fetchall()]
     finally:
         conn.read_only = read_only
 
 
-def _explain(job: _Job) -> bool:
+def _explain(job: _Job, timeout_s: float) -> bool:
     import psycopg
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-    from psycopg.rows import tuple_row
 
     from tracing.plans import parse_plan
     from tracing.runtime import current
@@ -284,12 +304,7 @@ def _explain(job: _Job) -> bool:
         links=[Link(job.query_context)],
     )
     try:
-        if read:
-            lines = _analyze_read_only(conn, f"EXPLAIN {options} {job.sql}", job.params)
-        else:
-            with psycopg.Cursor(conn, row_factory=tuple_row) as cursor:
-                cursor.execute(f"EXPLAIN {options} {job.sql}", job.params)
-                lines = [str(row[0]) for row in cursor.fetchall()]
+        lines = explain_lines(conn, f"EXPLAIN {options} {job.sql}", job.params, timeout_s=timeout_s)
     except psycopg.Error as exc:
         if exc.sqlstate:
             span.set_attribute(names.DB_RESPONSE_STATUS_CODE, exc.sqlstate)

@@ -119,10 +119,11 @@ def shutdown_tracing() -> None:
     """Deliver what is pending and uninstall tracing (tests, or a process about to exit)."""
     rt = runtime.uninstall()
     logs.uninstall()
-    for name in ("tracing.snapstart", "tracing.explain"):
-        module = sys.modules.get(name)
-        if module is not None:
-            module.uninstall() if name == "tracing.snapstart" else module.reset()
+    snapstart, explain = sys.modules.get("tracing.snapstart"), sys.modules.get("tracing.explain")
+    if snapstart is not None:
+        snapstart.uninstall()
+    if explain is not None:
+        explain.reset()
     if rt is not None:
         try:
             rt.close()

@@ -104,9 +104,16 @@ def install(rt: Runtime) -> bool:
     before, after = registries
     uninstall()
     # Before-snapshot hooks run last-registered first: index 0 runs after every other.
-    no_kwargs: dict[str, Any] = {}
-    before_entry = (functools.partial(_before_snapshot, rt), (), no_kwargs)
-    after_entry = (functools.partial(_after_restore, rt), (), dict(no_kwargs))
+    before_entry: tuple[Any, tuple[()], dict[str, Any]] = (
+        functools.partial(_before_snapshot, rt),
+        (),
+        {},
+    )
+    after_entry: tuple[Any, tuple[()], dict[str, Any]] = (
+        functools.partial(_after_restore, rt),
+        (),
+        {},
+    )
     before.insert(0, before_entry)
     after.insert(0, after_entry)
     _installed.extend([(before, before_entry), (after, after_entry)])
@@ -122,23 +129,30 @@ def uninstall() -> None:
 
 
 def _before_snapshot(rt: Runtime) -> None:
+    try:
+        _deliver_init(rt)
+    except Exception as exc:  # the snapshot must never fail for tracing
+        logger.warning("tracing: could not prepare delivery for the snapshot: %s", exc)
+
+
+def _deliver_init(rt: Runtime) -> None:
     delivered = False
     try:
         coldstart.snapshot(rt.tracer, os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "handler"))
         delivered = rt.delivery.flush()
-    except Exception as exc:  # the snapshot must never fail for tracing
-        logger.warning("tracing: could not deliver init before the snapshot: %s", exc)
-    drop = getattr(rt.delivery, "drop_pending", None)
-    if not delivered and callable(drop):
-        # Kept, they would be in every restored copy's memory, and each would send them.
-        dropped = drop()
-        if dropped:
-            logger.warning(
-                "tracing: %d spans of init not delivered before the snapshot; dropped", dropped
-            )
-    disconnect = getattr(rt.delivery, "disconnect", None)
-    if callable(disconnect):
-        disconnect()
+    finally:
+        drop = getattr(rt.delivery, "drop_pending", None)
+        if not delivered and callable(drop):
+            # Kept, they would be in every restored copy's memory, and each would send them.
+            dropped = drop()
+            if dropped:
+                logger.warning(
+                    "tracing: %d spans of init not delivered before the snapshot; dropped",
+                    dropped,
+                )
+        disconnect = getattr(rt.delivery, "disconnect", None)
+        if callable(disconnect):
+            disconnect()
 
 
 def reseed() -> None:
@@ -153,22 +167,28 @@ def reseed() -> None:
 def _after_restore(rt: Runtime) -> None:
     start = time.time_ns()
     reseed()
-    coldstart.restore_began(start)
-    # The hooks after this one (registered after it, run after it): each becomes a phase.
-    registries = _registries()
-    for index, (func, args, kwargs) in enumerate(registries[1] if registries else ()):
+    try:
+        coldstart.restore_began(start)
+        registries = _registries()
+        if registries is not None:
+            _record_later_hooks(registries[1])
+        for part in (rt.mode, rt.delivery):
+            resume = getattr(part, "resume", None)
+            if callable(resume):
+                resume()
+        coldstart.mark_ready()
+    except Exception as exc:  # the restore must never fail for tracing
+        logger.warning("tracing: could not reopen delivery after the restore: %s", exc)
+
+
+def _record_later_hooks(after: list[Any]) -> None:
+    """Wrap the hooks registered after the toolkit's (they run after it) as phases."""
+    for index, (func, args, kwargs) in enumerate(after):
         if getattr(func, "__tracing_restore_hook__", False):
             continue
         if isinstance(func, functools.partial) and func.func is _after_restore:
             continue
-        registries[1][index] = (_recorded(func), args, kwargs)  # type: ignore[index]
-    resume = getattr(rt.mode, "resume", None)
-    if callable(resume):
-        resume()
-    resume = getattr(rt.delivery, "resume", None)
-    if callable(resume):
-        resume()
-    coldstart.mark_ready()
+        after[index] = (_recorded(func), args, kwargs)
 
 
 def _recorded(func: Callable[..., Any]) -> Callable[..., Any]:
