@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from handlers.token import TokenGenerator
-from tracing import current_span, names
+from tracing import current_span, names, snapstart
 from tracing.db import DsqlConnection, TracedConnection, refusal_sqlstate
 from tracing.spans import error_message
 
@@ -153,6 +153,18 @@ class Database:
     @classmethod
     def from_env(cls) -> Database:
         return cls(Settings.from_env())
+
+    @classmethod
+    def for_lambda(cls) -> Database:
+        """The database as a function's init opens it: settings from the environment,
+        connected now (a cold-start phase), and with SnapStart closed before the
+        snapshot and reopened after each restore (:meth:`before_snapshot`,
+        :meth:`after_restore`)."""
+        database = cls.from_env()
+        database.warm_up()
+        snapstart.on_snapshot(database.before_snapshot)
+        snapstart.on_restore(database.after_restore)
+        return database
 
     def _connect_args(self) -> tuple[str, dict[str, Any]]:
         s = self.settings

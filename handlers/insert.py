@@ -9,15 +9,12 @@ fresh token after each restore (:meth:`handlers.database.Database.after_restore`
 from handlers.api import WRITE_OPERATIONS, TodoApi, build_handler
 from handlers.database import Database
 from handlers.store import TodoStore
-from tracing import setup_tracing, snapstart
+from tracing import setup_tracing
 
 __all__ = ["database", "handler"]
 
 
 setup_tracing()
 
-database = Database.from_env()
-database.warm_up()
-snapstart.on_snapshot(database.before_snapshot)
-snapstart.on_restore(database.after_restore)
+database = Database.for_lambda()
 handler = build_handler(TodoApi(TodoStore(database)), WRITE_OPERATIONS)
