@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -72,6 +73,8 @@ class ProxyConfig:
     #: Refuse tokens signed longer ago than this too (None: only their own expiry), so
     #: that tests can show an expired token in seconds instead of 15 minutes.
     token_max_age_s: float | None = None
+    #: The most a client may take from connecting to sending its password.
+    startup_timeout_s: float = 10.0
 
 
 def check_token(
@@ -193,7 +196,9 @@ class Proxy:
                 continue
             except OSError:
                 return
-            client.settimeout(None)
+            # The handshake, the startup and the password within one bound: a client that
+            # connects and says nothing does not hold a thread for ever.
+            client.settimeout(self.config.startup_timeout_s)
             # Small messages both ways (the handshake, one query at a time): no Nagle delay.
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self.serve, args=(client,), daemon=True).start()
@@ -206,18 +211,25 @@ class Proxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def serve(self, client: socket.socket) -> None:
+    @contextlib.contextmanager
+    def _tracked(self, sock: socket.socket) -> Iterator[socket.socket]:
+        """Known to :meth:`abort_all` while in use; closed afterwards."""
         with self._lock:
-            self._sockets.add(client)
+            self._sockets.add(sock)
         try:
-            self._serve(client)
-        except (_Closed, ConnectionError, ssl.SSLError, OSError, ValueError, struct.error):
-            pass  # a client that went away or sent what no PostgreSQL client sends
+            yield sock
         finally:
             with self._lock:
-                self._sockets.discard(client)
+                self._sockets.discard(sock)
             with contextlib.suppress(OSError):
-                client.close()
+                sock.close()
+
+    def serve(self, client: socket.socket) -> None:
+        try:
+            with self._tracked(client):
+                self._serve(client)
+        except (_Closed, ConnectionError, ssl.SSLError, OSError, ValueError, struct.error):
+            pass  # a client that went away or sent what no PostgreSQL client sends
 
     def _serve(self, plain: socket.socket) -> None:
         length, code = struct.unpack("!II", _read(plain, 8))
@@ -231,18 +243,10 @@ class Proxy:
             plain.sendall(_error("28000", "connections to Aurora DSQL must use TLS"))
             return
         plain.sendall(b"S")
-        client = self._tls.wrap_socket(plain, server_side=True)
-        with self._lock:
-            self._sockets.add(client)
-        try:
+        with self._tracked(self._tls.wrap_socket(plain, server_side=True)) as client:
             self._after_tls(client)
-        finally:
-            with self._lock:
-                self._sockets.discard(client)
-            with contextlib.suppress(OSError):
-                client.close()
 
-    def _after_tls(self, client: ssl.SSLSocket) -> None:
+    def _after_tls(self, client: socket.socket) -> None:
         length, code = struct.unpack("!II", _read(client, 8))
         startup = _read(client, length - 8)
         if code == _CANCEL_REQUEST:
@@ -264,6 +268,7 @@ class Proxy:
         if refusal is not None:
             client.sendall(_error(*refusal))
             return
+        client.settimeout(None)  # admitted: queries take what they take, up to the max age
         try:
             self._relay(client, startup)
         finally:
@@ -340,6 +345,7 @@ def start(
     max_age_s: float = 3600.0,
     secret_key: str | None = None,
     token_max_age_s: float | None = None,
+    startup_timeout_s: float = 10.0,
 ) -> tuple[subprocess.Popen[str], int]:
     """Start the proxy in front of an :class:`~dsqltrace.pg.EmbeddedPostgres`; returns the
     process (stop it with SIGTERM: it prints its counts and CPU) and its port."""
@@ -368,6 +374,8 @@ def start(
             "--max-age",
             str(max_age_s),
             *(["--token-max-age", str(token_max_age_s)] if token_max_age_s else []),
+            "--startup-timeout",
+            str(startup_timeout_s),
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -421,6 +429,7 @@ def _run(args: argparse.Namespace) -> None:
         max_age_s=args.max_age,
         secret_key=os.environ.get("DSQLTRACE_PROXY_SECRET_KEY") or None,
         token_max_age_s=args.token_max_age,
+        startup_timeout_s=args.startup_timeout,
     )
     proxy = Proxy(config)
     listener = socket.create_server(("127.0.0.1", args.port), backlog=1024)
@@ -448,6 +457,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-age", type=float, default=3600.0, help="seconds (3,600)")
     parser.add_argument(
         "--token-max-age", type=float, default=None, help="refuse older tokens too (tests)"
+    )
+    parser.add_argument(
+        "--startup-timeout", type=float, default=10.0, help="seconds from connect to password"
     )
 
 

@@ -205,3 +205,21 @@ def test_garbage_is_dropped_and_the_proxy_serves_on(proxied: Any, dsql_env: Any)
     database.connect()  # a real client is still served
     database.close()
     assert _counts(dsqlproxy.stop(proxy))["accepted"] == 1
+
+
+def test_a_client_that_says_nothing_is_dropped_after_the_startup_bound(
+    proxied: Any, dsql_env: Any
+) -> None:
+    import os
+    import socket
+
+    from handlers.database import Database
+
+    proxy = proxied(startup_timeout_s=0.3)
+    port = int(os.environ["PGPORT"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+        assert silent.recv(100) == b""  # closed by the proxy, not by our own timeout
+    database = Database.from_env()
+    database.connect()  # and the proxy serves on
+    database.close()
+    assert _counts(dsqlproxy.stop(proxy))["accepted"] == 1
