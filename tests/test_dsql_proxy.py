@@ -144,11 +144,20 @@ def test_out_of_retries_the_api_answers_503_with_retry_after(proxied: Any, sink:
     assert len(refused) >= 2  # retried with backoff before giving up
 
 
-def test_a_connection_closed_at_its_maximum_age_is_replaced(proxied: Any, sink: Any) -> None:
+def test_a_connection_closed_at_its_maximum_age_is_replaced(
+    proxied: Any, sink: Any, dsql_env: Any
+) -> None:
+    from tests.support import eventually
+
     proxy = proxied(max_age_s=1.0)
     select = functions.load("handlers.select")
     assert call(select, "GET", "/todos")["statusCode"] == 200
-    time.sleep(1.5)  # DSQL closes the connection (60 minutes, scaled down)
+    pid = select.database.connection().info.backend_pid
+    # DSQL closes the connection (60 minutes, scaled down): its backend goes away.
+    eventually(
+        lambda: dsql_env.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}").strip()
+        == "0"
+    )
     sink.clear()
     assert call(select, "GET", "/todos")["statusCode"] == 200
     (query,) = [s for s in sink.spans if s.name == "Query Todos"]
@@ -157,30 +166,39 @@ def test_a_connection_closed_at_its_maximum_age_is_replaced(proxied: Any, sink: 
 
 
 def test_the_seeds_reused_token_fails_and_the_handlers_never_send_one(
-    proxied: Any, dsql_env: Any
+    proxied: Any, dsql_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import os
+
     from handlers.database import Database
+    from handlers.token import TokenGenerator
 
     # Tokens are dated to the second, so a fresh one can look up to 1 s old: 2 s of life.
     proxy = proxied(token_max_age_s=2.0)
-    seed_token = _token()  # the seed made one at cold start and kept it
     options = {
         "host": "localhost",
-        "port": int(__import__("os").environ["PGPORT"]),
+        "port": int(os.environ["PGPORT"]),
         "user": "admin",
         "dbname": "postgres",
         "sslmode": "verify-full",
         "sslrootcert": str(dsql_env.ca_file),
         "autocommit": True,
     }
-    psycopg.connect(password=seed_token, **options).close()
+    psycopg.connect(password=_token(), **options).close()  # the seed's, at its cold start
+    # The same token 3 s on (the seed kept it for the pool's life): dated 3 s ago.
+    kept = _token(now=datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=3))
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(password=kept, **options)
+    made: list[str] = []
+    generate = TokenGenerator.generate
+    monkeypatch.setattr(
+        TokenGenerator, "generate", lambda self: made.append("token") or generate(self)
+    )
     database = Database.from_env()
     database.connect()
-    time.sleep(3.1)
-    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(password=seed_token, **options)
     database.connect()  # a fresh token for each new connection
     database.close()
+    assert len(made) == 2
     counts = _counts(dsqlproxy.stop(proxy))
     assert counts["token"] == 1 and counts["accepted"] == 3
 
