@@ -155,8 +155,9 @@ def test_a_connection_closed_at_its_maximum_age_is_replaced(
     pid = select.database.connection().info.backend_pid
     # DSQL closes the connection (60 minutes, scaled down): its backend goes away.
     eventually(
-        lambda: dsql_env.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}").strip()
-        == "0"
+        lambda: (
+            dsql_env.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}").strip() == "0"
+        )
     )
     sink.clear()
     assert call(select, "GET", "/todos")["statusCode"] == 200
