@@ -77,24 +77,33 @@ def test_header_signing_matches_botocore_for_a_post_with_a_body() -> None:
         assert ("X-Amz-Security-Token" in ours) == (token is not None)
 
 
+class _Receiving(http.server.BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 handler: :meth:`body` reads the request's, :meth:`answer` replies."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def body(self) -> bytes:
+        return self.rfile.read(int(self.headers["Content-Length"]))
+
+    def answer(self, code: int) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
 @contextlib.contextmanager
 def _capture() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
     """A plain HTTP receiver answering 200; its URL and what it received (lower-case
     header names, body)."""
     received: list[tuple[dict[str, str], bytes]] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
+    class Handler(_Receiving):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            received.append(({k.lower(): v for k, v in self.headers.items()}, self.body()))
+            self.answer(200)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -118,23 +127,15 @@ class _AwsLikeReceiver:
         self.verdicts: list[bool] = []
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(_Receiving):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                body = self.body()
                 valid = receiver.verify(self.command, self.path, dict(self.headers), body)
                 receiver.verdicts.append(valid)
                 if valid:
                     raw = gzip.decompress(body) if self.headers.get("Content-Encoding") else body
                     receiver.bodies.append(raw)
-                code = status or (200 if valid else 403)
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.answer(status or (200 if valid else 403))
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
