@@ -387,3 +387,30 @@ def test_a_retired_restored_copy_delivers_at_sigterm_and_the_snapshot_lives_on(
     assert seen["roots_at_retirement"] == 5, log  # none before SIGTERM (600 s), none lost
     assert seen["created"] == 2
     assert "exited after SIGTERM" in log  # within the 500 ms grace
+
+
+def test_a_snapshot_whose_process_died_fails_the_cold_start_cleanly(tmp_path: Path) -> None:
+    """The snapshot's process gone: a cold start answers 502 (an init error, as Lambda's
+    failed restore does) and leaves no half-made environment behind."""
+    from tests.test_emulator import get
+
+    seen: dict[str, Any] = {}
+
+    async def scenario(url: str, emulator: Any) -> None:
+        function = emulator.functions["fn"]
+        snapshot = await function.published()
+        template = snapshot._template.process
+        template.kill()
+        await template.wait()
+        seen["status"] = (await get(url)).status_code
+        seen["environments"] = list(function.environments)
+
+    _, log = run_emulator(
+        "tests.apps.extended.handler",
+        scenario,
+        snapstart=True,
+        env={"EXTENDED_APP": "traced", "OTEL_TRACES_EXPORTER": "none"},
+    )
+    assert seen["status"] == 502
+    assert seen["environments"] == []
+    assert "no snapshot to restore" in log

@@ -30,7 +30,7 @@ from typing import Any
 from dsqltrace.emulator import limits as cgroups
 from dsqltrace.emulator.concurrent import ConcurrentEnvironment
 from dsqltrace.emulator.environment import Environment, Invocation, lambda_environment
-from dsqltrace.emulator.snapshot import RestoredEnvironment, Snapshot
+from dsqltrace.emulator.snapshot import RestoredEnvironment, Snapshot, SnapshotUnavailable
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,6 @@ class FunctionConfig:
     @property
     def arn(self) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.name}"
-
-
-class SnapshotUnavailable(Exception):
-    """Publishing failed (init raised, or its process died): nothing to restore."""
 
 
 @dataclass
@@ -148,10 +144,7 @@ class Function:
         if self._published is None:
             self.start()
         assert self._published is not None
-        try:
-            await asyncio.shield(self._published)
-        except RuntimeError as exc:
-            raise SnapshotUnavailable(str(exc)) from None
+        await asyncio.shield(self._published)
         assert self.snapshot is not None
         return self.snapshot
 

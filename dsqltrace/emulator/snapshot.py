@@ -38,10 +38,15 @@ from dsqltrace.emulator.environment import API, Environment, _error, _Extension
 from dsqltrace.emulator.snapstart_runtime import FD_VARIABLE
 from dsqltrace.httpserver import HttpRequest, HttpResponse, bound_port, start
 
-__all__ = ["RESTORE_TIMEOUT_S", "RestoredEnvironment", "Snapshot"]
+__all__ = ["RESTORE_TIMEOUT_S", "RestoredEnvironment", "Snapshot", "SnapshotUnavailable"]
 
 #: Lambda's limit for the after-restore hooks; a restore not over by then fails.
 RESTORE_TIMEOUT_S = 10.0
+
+
+class SnapshotUnavailable(Exception):
+    """Publishing failed (init raised, or its process died), or the snapshot's process
+    did not fork a copy in time: nothing to restore."""
 
 
 class _Template(Environment):
@@ -50,6 +55,7 @@ class _Template(Environment):
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name, freeze=False, **kwargs)
         self.control, self._child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.control.settimeout(RESTORE_TIMEOUT_S)  # a template that hangs fails the restore
         self.published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.published.add_done_callback(lambda f: f.cancelled() or f.exception())
 
@@ -76,7 +82,7 @@ class _Template(Environment):
 
     def _die(self, kind: str, *, release: bool = True) -> None:
         if not self.published.done():
-            self.published.set_exception(RuntimeError(f"init failed ({kind})"))
+            self.published.set_exception(SnapshotUnavailable(f"init failed ({kind})"))
         super()._die(kind, release=release)
 
     def _runtime_api(self, request: HttpRequest) -> HttpResponse | Any:
@@ -91,7 +97,7 @@ class _Template(Environment):
         self._maybe_init_done()
         try:
             await asyncio.shield(self.published)
-        except RuntimeError:
+        except SnapshotUnavailable:
             return HttpResponse(503, b'{"errorMessage":"init failed"}')
         return HttpResponse(200, b"")
 
@@ -143,7 +149,7 @@ class Snapshot:
         return {eid: ext.name for eid, ext in self._template.extensions.items()}
 
     async def publish(self) -> None:
-        """Run init once and take the snapshot; raises RuntimeError if init failed."""
+        """Run init once and take the snapshot; raises SnapshotUnavailable if init failed."""
         await self._template.start()
         await self._template.published
         assert self._template.init_done_ns is not None
@@ -159,12 +165,15 @@ class Snapshot:
             socket.send_fds(control, [request], [write_end])
             answer = control.recv(4096)
             if not answer:
-                raise RuntimeError("the snapshot's template process has exited")
+                raise SnapshotUnavailable("the snapshot's process has exited")
             return int(json.loads(answer)["pid"])
 
         try:
             async with self._lock:
                 pid = await asyncio.to_thread(fork)
+        except OSError as exc:  # a timeout included: the template did not answer in time
+            os.close(read_end)
+            raise SnapshotUnavailable(f"the snapshot's process did not fork: {exc}") from None
         finally:
             os.close(write_end)
         loop = asyncio.get_running_loop()
@@ -197,7 +206,13 @@ class RestoredEnvironment(Environment):
         api = f"127.0.0.1:{bound_port(self._server)}"
         cgroups = self.limits.procs if self.limits is not None else ()
         self.created_ns = time.time_ns()
-        self.process = await self._snapshot.restore(api, cgroups)  # type: ignore[assignment]
+        try:
+            self.process = await self._snapshot.restore(api, cgroups)  # type: ignore[assignment]
+        except SnapshotUnavailable:
+            self._die("init_error")  # forgotten by its function, its server closed
+            if self.limits is not None:
+                self.limits.remove()
+            raise
         self._tasks = [
             asyncio.ensure_future(self._pump_output()),
             asyncio.ensure_future(self._watch_exit()),
