@@ -60,3 +60,12 @@ def test_datadog_is_imported_only_when_chosen() -> None:
         env={"DD_TRACE_AGENT_URL": "http://127.0.0.1:9"},
     )
     assert "ddtrace" in modules
+
+
+def test_explains_are_loaded_only_when_turned_on() -> None:
+    code = "import tracing, tracing.db, tracing.handler; tracing.setup_tracing()"
+    assert "tracing.explain" not in loaded_after(code)
+    assert "tracing.plans" not in loaded_after(code)
+    on = loaded_after(code, env={"DSQLTRACE_EXPLAIN": "slow,100"})
+    assert "tracing.explain" in on
+    assert "tracing.plans" not in on  # the parser: at the first explain, after a response

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,7 +34,7 @@ import psycopg
 from opentelemetry.trace import SpanKind
 from opentelemetry.util import types
 
-from tracing import explain, names
+from tracing import names
 from tracing.runtime import logger
 from tracing.spans import SpanScope
 
@@ -283,14 +284,17 @@ def _close_query_span(
     span = scope.span
     if exc is None and cursor.rowcount >= 0 and cursor.pgresult is not None and cursor.description:
         span.set_attribute(names.DB_RESPONSE_RETURNED_ROWS, cursor.rowcount)
-    explaining = exc is None and explain.policy() is not None
-    attributes = (getattr(span, "attributes", None) or {}) if explaining else {}
-    if explaining:
+    # Loaded by setup_tracing only when DSQLTRACE_EXPLAIN is on: not at every cold start.
+    explain = sys.modules.get("tracing.explain") if exc is None else None
+    if explain is not None and explain.policy() is None:
+        explain = None
+    attributes = (getattr(span, "attributes", None) or {}) if explain is not None else {}
+    if explain is not None:
         dpu = explain.estimate(str(attributes.get(names.DB_QUERY_TEXT, "")))
         if dpu is not None:
             span.set_attribute(names.DPU_ESTIMATE, dpu)
     scope.close(exc)  # an error: SQLSTATE and constraint, never the server's message
-    if explaining and query is not None:  # after the end: the span's duration is known
+    if explain is not None and query is not None:  # after the end: the duration is known
         try:
             explain.consider(cursor, _query_text(query, cursor), params, span, attributes)
         except Exception as err:  # explaining is a nicety: never the statement's failure

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Status, StatusCode
 
-from tracing import coldstart, explain, names, propagation, setup, triggers
+from tracing import coldstart, names, propagation, setup, triggers
 from tracing.runtime import Runtime, logger
 from tracing.runtime import current as current_runtime
 from tracing.spans import record_error
@@ -202,7 +203,8 @@ def _start(
             mode.started(invocation.request_id, invocation.expire)
         margin = rt.config.timeout_margin_ms / 1000.0
         remaining = _remaining_s(context)
-        if explain.policy() is not None:
+        explain = sys.modules.get("tracing.explain")  # loaded only when explains are on
+        if explain is not None and explain.policy() is not None:
             explain.invocation_started(
                 time.monotonic() + remaining if remaining is not None else None
             )
