@@ -54,42 +54,23 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).replace("--", "-")
 
 
-def _database() -> Any:
-    """A throwaway PostgreSQL with the Todo API's schema."""
-    from dsqltrace.pg import EmbeddedPostgres
-    from handlers.database import Database, Settings
-    from handlers.schema import migrate
+def _database() -> tuple[Any, dict[str, str]]:
+    """A throwaway PostgreSQL with the Todo API's schema, and the DSQL settings reaching it."""
+    from dsqltrace.serve import local_database
 
     folder = Path(tempfile.mkdtemp(prefix="dsqltrace-bench-pg-"))
     folder.chmod(0o755)  # as root the server runs as `postgres`, which must enter it
-    pg = EmbeddedPostgres(folder / "pg")
-    pg.start()
-    os.environ["DATABASE_URL"] = pg.url()
-    try:
-        database = Database(Settings.from_env())
-        migrate(database)
-        database.close()
-    finally:
-        del os.environ["DATABASE_URL"]
-    return pg
+    return local_database(folder / "pg")
 
 
 def emulated(rounds: int) -> dict[str, Any]:
     """First responses of new environments, per variant; REPORT records; restore spans."""
-    pg = _database()
+    pg, db_env = _database()
     spans_file = Path(tempfile.mkdtemp()) / "spans.jsonl"
     collector, port = start_collector(spans_file)
     records = Path(tempfile.mkstemp(suffix=".jsonl")[1])
     first: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    database = {
-        "CLUSTER_ENDPOINT": "localhost",
-        "PGPORT": str(pg.port),
-        "PGSSLROOTCERT": str(pg.ca_file),
-        "PGSSLNEGOTIATION": "postgres",
-        "AWS_ACCESS_KEY_ID": "AKIDBENCHBENCHBENCH0",
-        "AWS_SECRET_ACCESS_KEY": "bench-secret-for-signing-only",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-    }
+    database = {**db_env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
 
     async def run() -> None:
         import httpx

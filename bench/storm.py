@@ -130,22 +130,16 @@ def proxy_costs(connections: int, queries: int) -> dict[str, float]:
     import psycopg
 
     from dsqltrace import dsqlproxy
-    from dsqltrace.pg import EmbeddedPostgres
+    from dsqltrace.serve import local_database
     from handlers.store import SELECT_FIRST_PAGE
     from handlers.token import presign
 
     folder = Path(tempfile.mkdtemp(prefix="dsqltrace-proxy-"))
-    folder.chmod(0o755)
-    pg = EmbeddedPostgres(folder / "pg")
-    pg.start()
+    folder.chmod(0o755)  # the embedded server runs as `postgres` when we are root
+    pg, _ = local_database(folder / "pg")  # migrated: the Todo API's own table
     secret = "bench-secret-for-signing-only"
     process, port = dsqlproxy.start(pg, secret_key=secret)
     try:
-        pg.psql(
-            "CREATE TABLE IF NOT EXISTS todos (id uuid PRIMARY KEY, name text, description "
-            "text, completed boolean DEFAULT false, created_at timestamptz DEFAULT now(), "
-            "updated_at timestamptz DEFAULT now())"
-        )
 
         def options(via_proxy: bool) -> dict[str, Any]:
             return {
