@@ -150,7 +150,10 @@ class Snapshot:
 
     async def publish(self) -> None:
         """Run init once and take the snapshot; raises SnapshotUnavailable if init failed."""
-        await self._template.start()
+        try:
+            await self._template.start()
+        except OSError as exc:  # the process could not even start
+            raise SnapshotUnavailable(f"the snapshot's process did not start: {exc}") from None
         await self._template.published
         assert self._template.init_done_ns is not None
         self.init_ms = (self._template.init_done_ns - self._template.created_ns) / 1e6
