@@ -66,6 +66,26 @@ VARIANTS = {
 CONCURRENCY = {"background": 2}
 RECEIVERS = {"at once": 0, "20 ms": 20}
 MEMORY = (1769, 256)
+#: Where the functions and the receiver run (their own CPU, as in Lambda, where the
+#: front end never shares the function's CPU and an extension such as Datadog's
+#: does), and the CPUs left to the emulator and the caller; None: not pinned.
+PINNED: dict[str, frozenset[int] | None] = {"functions": None, "front": None}
+
+
+def pin(enabled: bool) -> None:
+    """Give the functions and the receiver the last CPU, the caller and the emulator
+    the others (two or more CPUs; else nothing is pinned)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not enabled or len(cpus) < 2:
+        PINNED.update(functions=None, front=None)
+        return
+    PINNED.update(functions=frozenset(cpus[-1:]), front=frozenset(cpus[:-1]))
+    os.sched_setaffinity(0, PINNED["front"])
+
+
+def _pinned_to_functions() -> None:
+    if PINNED["functions"]:
+        os.sched_setaffinity(0, PINNED["functions"])
 
 
 def _receiver(delay_ms: int) -> tuple[subprocess.Popen[str], int]:
@@ -77,6 +97,7 @@ def _receiver(delay_ms: int) -> tuple[subprocess.Popen[str], int]:
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=_pinned_to_functions,
     )
     assert process.stdout is not None and "listening" in process.stdout.readline()
     return process, port
@@ -103,6 +124,7 @@ async def _emulated(
             },
             idle_timeout_s=extra.get("idle_timeout_s"),
             max_concurrency=CONCURRENCY.get(name),
+            cpus=PINNED["functions"],
         )
         for name, env in VARIANTS.items()
     ]
@@ -110,13 +132,59 @@ async def _emulated(
     emulator = Emulator(functions, routes, task_root=ROOT, records=records, log=io.StringIO())
     port = await emulator.start()
     try:
+        if extra.get("caller_process"):
+            caller = Caller()
+            try:
+                return await scenario(f"http://127.0.0.1:{port}", caller, emulator)
+            finally:
+                await caller.close()
         async with httpx.AsyncClient(timeout=60) as client:
             return await scenario(f"http://127.0.0.1:{port}", client, emulator)
     finally:
         await emulator.stop()
 
 
+async def _settled(function: Any, limit_s: float = 5.0) -> None:
+    """Wait until none of ``function``'s environments is busy (each has called `next`)."""
+    deadline = time.monotonic() + limit_s
+    while any(e.state == "busy" for e in function.environments):
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.0005)
+
+
+class Caller:
+    """The caller's process (:mod:`bench.caller`): times each request on its side."""
+
+    def __init__(self) -> None:
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def post(self, url: str) -> float:
+        """POST to ``url``; the caller's latency in ms (the answer must be 201)."""
+        if self._process is None:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.caller",
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(url.encode() + b"\n")
+        status, elapsed = (await self._process.stdout.readline()).split()
+        assert status == b"201", f"{url} answered {status.decode()}"
+        return float(elapsed)
+
+    async def close(self) -> None:
+        if self._process is not None and self._process.stdin is not None:
+            self._process.stdin.close()
+            await self._process.wait()
+
+
 async def _timed(client: Any, url: str) -> float:
+    if isinstance(client, Caller):
+        return await client.post(url)
     started = time.perf_counter()
     response = await client.post(url, content=b'{"name": "bench"}')
     assert response.status_code == 201, response.text
@@ -130,22 +198,35 @@ def warm_and_cold(memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_ro
     caller: dict[str, list[float]] = {v: [] for v in VARIANTS}
     cold: dict[str, list[float]] = {v: [] for v in VARIANTS}
 
+    extra_cold: dict[str, int] = {}
+
     async def scenario(url: str, client: Any, emulator: Any) -> None:
         for name in VARIANTS:  # the first cold starts, not measured here
             await _timed(client, f"{url}/{name}/todos")
+            await _settled(emulator.functions[name])
+        created = {name: emulator.functions[name].created for name in VARIANTS}
+        # Warm means a frozen environment waits for the request: each request is sent
+        # once the previous one's environment is idle again (its extension called
+        # `next`), and the functions take turns request by request.
         for r in range(rounds):
-            order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
-            for name in order:
-                for _ in range(warm):
+            for i in range(warm):
+                order = list(VARIANTS) if (r + i) % 2 == 0 else list(reversed(VARIANTS))
+                for name in order:
                     caller[name].append(await _timed(client, f"{url}/{name}/todos"))
+                    await _settled(emulator.functions[name])
+        for name in VARIANTS:
+            extra_cold[name] = emulator.functions[name].created - created[name]
         for r in range(cold_rounds):
             for name in list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS)):
                 function = emulator.functions[name]
                 await asyncio.gather(*(env.stop() for env in list(function.environments)))
                 cold[name].append(await _timed(client, f"{url}/{name}/todos"))
+                await _settled(function)
 
     try:
-        asyncio.run(_emulated(memory_mb, f"http://127.0.0.1:{port}", records, scenario))
+        asyncio.run(
+            _emulated(memory_mb, f"http://127.0.0.1:{port}", records, scenario, caller_process=True)
+        )
     finally:
         receiver.terminate()
         receiver.wait(10)
@@ -155,6 +236,8 @@ def warm_and_cold(memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_ro
     result: dict[str, Any] = {"memory_mb": memory_mb, "receiver_ms": delay_ms, "variants": {}}
     for name in VARIANTS:
         mine = [r for r in reports if r["function"] == name and not r["cold"]]
+        # At Lambda's front end: the request's arrival to the runtime's posted response.
+        front = [(r["end_ns"] - r["start_ns"]) / 1e6 for r in mine]
         result["variants"][name] = {
             "caller_p50": percentile(caller[name], 50),
             "caller_p99": percentile(caller[name], 99),
@@ -165,6 +248,9 @@ def warm_and_cold(memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_ro
             if (cpu := [r["cpu_ms"] for r in mine if "cpu_ms" in r])
             else None,
             "post_runtime_p50": percentile([r.get("post_runtime_ms", 0.0) for r in mine], 50),
+            "warm_cold_starts": extra_cold.get(name, 0),
+            "front_p50": percentile(front, 50),
+            "front_p99": percentile(front, 99),
         }
     return result
 
@@ -304,9 +390,10 @@ def render(
         "per environment). Medians; added = traced minus untraced, same run.",
         "",
         "| memory | receiver | delivery | caller p50 / p99 (ms) | caller added p50 / p99 (ms) "
+        "| front end added p50 / p99 (ms) "
         "| cold first response, added (ms) | billed p50 / p99 (ms) | billed added p50 / p99 (ms) "
         "| post-response (ms) | CPU / invocation (µs) | CPU added (µs) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         base = run["variants"]["untraced"]
@@ -317,6 +404,8 @@ def render(
                 f"| {v['caller_p50']:.2f} / {v['caller_p99']:.2f} "
                 f"| {v['caller_p50'] - base['caller_p50']:+.2f} / "
                 f"{v['caller_p99'] - base['caller_p99']:+.2f} "
+                f"| {v['front_p50'] - base['front_p50']:+.2f} / "
+                f"{v['front_p99'] - base['front_p99']:+.2f} "
                 f"| {statistics.median(cold_added):+.1f} (n={len(cold_added)}) "
                 f"| {v['billed_p50']:.2f} / {v['billed_p99']:.2f} "
                 f"| {v['billed_p50'] - base['billed_p50']:+.2f} / "
@@ -393,16 +482,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-seconds", type=float, default=20.0, help="0: no load runs")
     parser.add_argument("--load-rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the functions share CPUs with the emulator and the caller",
+    )
     args = parser.parse_args(argv)
+    pin(not args.no_pin)
     runs = []
     for memory in MEMORY:
         for label, delay in RECEIVERS.items():
             print(f"emulator: {memory} MB, receiver {label}", file=sys.stderr)
             runs.append(warm_and_cold(memory, delay, args.warm, args.rounds, args.cold_rounds))
-    print("in-process CPU", file=sys.stderr)
-    cpu = cpu_in_process(2000)
     print("spans delivered", file=sys.stderr)
     spans = [delivered(0), delivered(20)]
+    pin(False)  # the in-process and load runs use the whole machine
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    print("in-process CPU", file=sys.stderr)
+    cpu = cpu_in_process(2000)
     load = under_load(args.load_seconds, args.load_rounds) if args.load_seconds > 0 else []
     text = render(runs, cpu, spans, load, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

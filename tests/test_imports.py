@@ -52,6 +52,10 @@ def test_otlp_setup_needs_no_requests_nor_protobuf() -> None:
     )
     assert "tracing.otlp" in exported
     assert heavy_in(exported) == set()
+    # The lean provider (tracing.tracer) makes and exports spans without the SDK's
+    # tracing machinery (25-40 ms of import at every cold start).
+    assert not any(m.startswith("opentelemetry.sdk.trace") for m in exported)
+    assert "opentelemetry.sdk.resources" not in exported
 
 
 def test_datadog_is_imported_only_when_chosen() -> None:
@@ -69,3 +73,15 @@ def test_explains_are_loaded_only_when_turned_on() -> None:
     on = loaded_after(code, env={"DSQLTRACE_EXPLAIN": "slow,100"})
     assert "tracing.explain" in on
     assert "tracing.plans" not in on  # the parser: at the first explain, after a response
+
+
+def test_setup_in_lambda_keeps_enum_heavy_modules_off_the_cold_start() -> None:
+    """Registering the extension and building the provider import neither ``socket`` nor
+    ``signal`` (their enums cost about 7 ms), nor ``random`` (2 ms), nor the SDK."""
+    modules = loaded_after(
+        "import tracing; tracing.setup_tracing()",
+        env={"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9", "AWS_LAMBDA_FUNCTION_NAME": "f"},
+    )
+    assert "tracing.extension" in modules  # it did try to register
+    for module in ("socket", "signal", "random", "opentelemetry.sdk.trace"):
+        assert module not in modules, module

@@ -273,10 +273,13 @@ def test_hooks_deliver_init_once_then_trace_the_restore_with_fresh_ids(
     assert init.parent is None and init.attributes[names.INIT_TYPE] == "snap-start"
     assert [s.name for s in sink.spans] == [names.DSQL_CONNECT, names.LAMBDA_INIT]
     sink.clear()
-    snapshot_state = random.getstate()
+    from tracing import tracer
+
+    snapshot_state = random.getstate(), tracer._ids.getstate()
     copies = []
-    for _ in range(2):  # two copies of one snapshot: same memory, random state included
-        random.setstate(snapshot_state)
+    for _ in range(2):  # two copies of one snapshot: same memory, id generators included
+        random.setstate(snapshot_state[0])
+        tracer._ids.setstate(snapshot_state[1])
         # The registry as the snapshot holds it (a restore starts from the same memory).
         after_copy = list(after)
         monkeypatch.setattr("snapshot_restore_py._after_restore_registry", after_copy)

@@ -35,9 +35,9 @@ SIGTERM to Python while it waits for the next invocation).
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import os
-import signal
 import sys
 import threading
 import time
@@ -47,11 +47,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tracing.runtime import NAME, logger
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from tracing.extension import ExtensionClient, InvokeEvent
     from tracing.runtime import Delivery
 
 __all__ = [
     "BACKGROUND_INTERVAL_S",
+    "EVENT_WAIT_S",
     "POST_WAIT_S",
     "REGISTER_TIMEOUT_S",
     "SHUTDOWN_BUDGET_S",
@@ -60,7 +63,9 @@ __all__ = [
     "Background",
     "DeliveryMode",
     "Inline",
+    "Registration",
     "choose",
+    "start_registration",
 ]
 
 #: How often background delivery (Lambda Managed Instances) sends what is pending.
@@ -74,6 +79,9 @@ START_WAIT_S = 1.0
 SHUTDOWN_BUDGET_S = 0.4
 #: The most delivery waits, after the span's end, for the runtime to post the response.
 POST_WAIT_S = 0.1
+#: The most delivery driven by the runtime waits for the invocation's event, once the
+#: response is out (Lambda sent it when the invocation began: it is there already).
+EVENT_WAIT_S = 1.0
 
 #: Ends an invocation's span at its impending timeout.
 Expire = Callable[[], None]
@@ -230,38 +238,89 @@ class AfterResponse:
         self.on_close: Callable[[], None] | None = None
         if interval_s is not None:
             self.name = "periodic"
+        #: Driven by the runtime: awslambdaric runs this process and says when each
+        #: response is out, so its thread delivers then, reads the extension's event and
+        #: calls the extension's ``next`` before it calls its own.  No thread of ours
+        #: wakes during an invocation (an extension thread would, at each ``INVOKE``,
+        #: and take the GIL from the handler).
+        self.driven = self._hooked and _under_awslambdaric()
+        self._thread: threading.Thread | None = None
+        if self.driven:
+            client.send_next()  # ready for the first invocation
+        else:
+            self._start_thread()
+
+    def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"{NAME}-extension", daemon=True)
         self._thread.start()
 
     @property
     def alive(self) -> bool:
-        """False once the extension thread has stopped (delivery is inline from then on)."""
+        """False once the extension has stopped (delivery is inline from then on, or, driven
+        by the runtime, still after the response but without the extension)."""
         return self._fallback is None
 
     @property
     def watches_deadline(self) -> bool:
-        return self._fallback is None
+        return self._fallback is None and not self.driven
+
+    def _lost(self, exc: BaseException) -> None:
+        self._fallback = Inline(self._delivery)
+        logger.warning(
+            "tracing: the delivery extension stopped (%s); delivering inline from now on", exc
+        )
 
     def started(self, request_id: str | None, expire: Expire) -> None:
-        if self._fallback is not None or request_id is None:
+        if self.driven or self._fallback is not None or request_id is None:
             return
+        # No notify: waking the extension's thread now would take the GIL from the
+        # handler.  It wakes when the response is posted (or the span ends), or after
+        # START_WAIT_S to find this entry.
         with self._cond:
             self._started[request_id] = expire
-            self._cond.notify_all()
 
     def ended(self, request_id: str | None) -> None:
+        if self.driven:
+            return  # delivered once the response is out (_after_response)
         fallback = self._fallback
         if fallback is not None or request_id is None:
             (fallback or Inline(self._delivery)).ended(request_id)
             return
         with self._cond:
             self._ended.add(request_id)
-            self._cond.notify_all()
+            if not self._hooked:  # else the posted response wakes the thread
+                self._cond.notify_all()
 
     def _response_posted(self, request_id: str) -> None:
+        if self.driven:
+            if not self._closed:
+                self._after_response()
+            return
         with self._cond:
             self._posted.add(request_id)
             self._cond.notify_all()
+
+    def _after_response(self) -> None:
+        """On the runtime's thread, the response just posted: the invocation's event (in
+        the socket's buffer since it began), the spans, then the extension's ``next``."""
+        deadline = None
+        if self._fallback is None:
+            try:
+                event = self._client.read_event(EVENT_WAIT_S)
+                if event is not None:
+                    deadline = event.deadline()
+            except Exception as exc:
+                self._lost(exc)
+        try:
+            _explain_pending(deadline)
+            self._pace.deliver()
+        except Exception as exc:
+            logger.warning("tracing: delivery after the response failed: %s", exc)
+        if self._fallback is None:
+            try:
+                self._client.send_next()
+            except Exception as exc:
+                self._lost(exc)
 
     def _run(self) -> None:
         try:
@@ -271,27 +330,28 @@ class AfterResponse:
                     self._handle(event)
         except BaseException as exc:
             if not self._closed:
-                self._fallback = Inline(self._delivery)
-                logger.warning(
-                    "tracing: the delivery extension stopped (%s); delivering inline from now on",
-                    exc,
-                )
+                self._lost(exc)
 
     def _handle(self, event: InvokeEvent) -> None:
         rid = event.request_id
         deadline = event.deadline()
         cond = self._cond
+        # Hooked, the thread is woken once per invocation: when the runtime has posted
+        # the response; else when the span ends.
+        done: Callable[[], bool] = (
+            (lambda: rid in self._posted) if self._hooked else (lambda: rid in self._ended)
+        )
         with cond:
             if self._wrapped():
                 cond.wait_for(
-                    lambda: rid in self._started or rid in self._ended,
+                    lambda: rid in self._started or rid in self._ended or done(),
                     max(0.0, min(START_WAIT_S, deadline - time.monotonic())),
                 )
             expire = self._started.get(rid)
             if expire is not None and rid not in self._ended:
                 expire_at = deadline - self._margin
                 ended = cond.wait_for(
-                    lambda: rid in self._ended, max(0.0, expire_at - time.monotonic())
+                    lambda: rid in self._ended or done(), max(0.0, expire_at - time.monotonic())
                 )
                 if not ended and self._margin > 0:
                     cond.release()
@@ -300,7 +360,7 @@ class AfterResponse:
                         self._delivery.flush(self._margin * 0.8)
                     finally:
                         cond.acquire()
-                    cond.wait_for(lambda: rid in self._ended, max(0.0, deadline - time.monotonic()))
+                    cond.wait_for(done, max(0.0, deadline - time.monotonic()))
             if self._hooked and rid in self._ended:
                 # The response goes out right after the span's end: let it, briefly, so
                 # that delivery does not take the GIL from it.
@@ -322,7 +382,12 @@ class AfterResponse:
         nothing; the emulator's restore forks, which keeps only the calling thread (and
         the SIGTERM watcher is installed again with it).
         """
-        if self._closed or self._fallback is not None or self._thread.is_alive():
+        if self._closed or self._fallback is not None:
+            return
+        if self.driven:
+            if self._client.connected():
+                return  # a microVM restore keeps it
+        elif self._thread is not None and self._thread.is_alive():
             return
         api = os.environ.get("AWS_LAMBDA_RUNTIME_API", "")
         try:
@@ -335,8 +400,13 @@ class AfterResponse:
         self._started.clear()
         self._ended.clear()
         self._posted.clear()
-        self._thread = threading.Thread(target=self._run, name=f"{NAME}-extension", daemon=True)
-        self._thread.start()
+        if self.driven:
+            try:
+                self._client.send_next()
+            except Exception as exc:
+                self._lost(exc)
+        else:
+            self._start_thread()
         if self.on_close is not None:
             self.on_close()
             self.on_close = install_sigterm(self._delivery)
@@ -351,44 +421,92 @@ class AfterResponse:
 
 #: The longest a registration may go on in the background once init stopped waiting.
 _LATE_REGISTRATION_S = 10.0
+#: The most init waits for the registration request to be sent before it goes on.
+_SEND_WAIT_S = 0.005
+
+
+class Registration:
+    """The extension's registration, under way on a thread of its own from its creation.
+
+    :func:`tracing.setup_tracing` starts it before it builds the provider, so the
+    Extensions API's round trip overlaps that work; :meth:`wait` then bounds what
+    init waits, counted from the start.  A registration that takes longer is not
+    abandoned: the Extensions API may register it all the same, and Lambda would
+    then wait for this extension's ``next`` before every freeze.  So if it
+    succeeds after init stopped waiting (or after :meth:`abandon`), its thread
+    answers every event at once (delivery stays inline): the environment is
+    never held.
+    """
+
+    def __init__(self, client: ExtensionClient) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._outcome: str | None = None
+        self._gave_up = False
+        self._finished = threading.Event()
+        self._sent = threading.Event()
+        self._started = time.monotonic()
+        threading.Thread(target=self._register, name=f"{NAME}-register", daemon=True).start()
+        # Let the request go out before init goes on: the thread would otherwise wait
+        # for the GIL while init imports, and the round trip would not overlap them.
+        self._sent.wait(_SEND_WAIT_S)
+
+    def _register(self) -> None:
+        from tracing.extension import ExtensionError
+
+        try:
+            self.client.register(NAME, timeout=_LATE_REGISTRATION_S, sent=self._sent.set)
+            outcome = ""
+        except (ExtensionError, OSError) as exc:
+            outcome = str(exc) or type(exc).__name__
+        with self._lock:
+            self._outcome = outcome
+            late = self._gave_up
+            self._finished.set()
+        if late and not outcome:
+            _answer_events(self.client)
+
+    def wait(self, timeout: float) -> str | None:
+        """Wait until ``timeout`` seconds after the start; None when registered, else why not."""
+        self._finished.wait(max(0.0, self._started + timeout - time.monotonic()))
+        with self._lock:
+            if not self._finished.is_set():
+                self._gave_up = True
+                return f"no answer within {timeout * 1000:.0f} ms"
+        return self._outcome or None
+
+    def abandon(self) -> None:
+        """Not to be used (setup failed): an extension registered anyway only calls ``next``."""
+        with self._lock:
+            self._gave_up = True
+            registered = self._finished.is_set() and self._outcome == ""
+        if registered:
+            threading.Thread(
+                target=_answer_events, args=(self.client,), name=f"{NAME}-idle", daemon=True
+            ).start()
+
+
+def start_registration(setting: str, environ: Any = None) -> Registration | None:
+    """The registration :func:`choose` will need for ``setting`` here, started now; None
+    when it needs none (or the Extensions API's address is unusable)."""
+    env = os.environ if environ is None else environ
+    kind = setting.partition(",")[0]
+    api = env.get("AWS_LAMBDA_RUNTIME_API")
+    if not api or (env.get("AWS_LAMBDA_MAX_CONCURRENCY") and kind != "inline"):
+        return None
+    if kind not in ("after-response", "periodic", "auto"):
+        return None
+    from tracing.extension import ExtensionClient, ExtensionError
+
+    try:
+        return Registration(ExtensionClient(api))
+    except ExtensionError:
+        return None  # choose() says why
 
 
 def _register_within(client: ExtensionClient, timeout: float) -> str | None:
-    """Register, waiting at most ``timeout``; None when registered, else why not.
-
-    A registration that takes longer is not abandoned: the Extensions API may
-    register it all the same, and Lambda would then wait for this extension's
-    ``next`` before every freeze.  So it goes on in a thread of its own; if it
-    succeeds after init stopped waiting, that thread answers every event at once
-    (delivery stays inline), and the environment is never held.
-    """
-    from tracing.extension import ExtensionError
-
-    lock = threading.Lock()
-    state: dict[str, Any] = {"outcome": None, "gave_up": False}
-    finished = threading.Event()
-
-    def register() -> None:
-        try:
-            client.register(NAME, timeout=_LATE_REGISTRATION_S)
-            outcome: str = ""
-        except (ExtensionError, OSError) as exc:
-            outcome = str(exc) or type(exc).__name__
-        with lock:
-            state["outcome"] = outcome
-            late = state["gave_up"]
-            finished.set()
-        if late and not outcome:
-            _answer_events(client)
-
-    threading.Thread(target=register, name=f"{NAME}-register", daemon=True).start()
-    finished.wait(timeout)
-    with lock:
-        if not finished.is_set():
-            state["gave_up"] = True
-            return f"no answer within {timeout * 1000:.0f} ms"
-    outcome = state["outcome"]
-    return outcome or None
+    """Register, waiting at most ``timeout``; None when registered, else why not."""
+    return Registration(client).wait(timeout)
 
 
 def _answer_events(client: ExtensionClient) -> None:
@@ -398,6 +516,17 @@ def _answer_events(client: ExtensionClient) -> None:
             client.next_event()
     except Exception as exc:
         logger.info("tracing: the late-registered extension stopped: %s", exc)
+
+
+def _under_awslambdaric() -> bool:
+    """True when awslambdaric's bootstrap is importing the handler (this is its init): it
+    will post every response through the client :func:`_hook_runtime` hooks."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith("awslambdaric."):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _hook_runtime(posted: Callable[[str], None]) -> bool:
@@ -447,12 +576,14 @@ def install_sigterm(delivery: Delivery) -> Callable[[], None] | None:
     the wakeup fd wakes a thread of ours.  Whichever comes first delivers, then
     calls the handler installed before (if any) or ends the process as the
     default action would.  Nothing is blocked, so child processes the function
-    starts see SIGTERM as usual.  Main thread only (``signal.signal`` is).
+    starts see SIGTERM as usual.  Main thread only (``signal.signal`` is).  It
+    uses ``_signal``, the C module under ``signal``: importing ``signal`` builds
+    enums for about 2 ms of a cold start.
     Returns what undoes it (:func:`tracing.shutdown_tracing` calls it), or None.
     """
     if threading.current_thread() is not threading.main_thread():
         return None
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = _signal.getsignal(_signal.SIGTERM)
     once = threading.Lock()
     done = threading.Event()
 
@@ -466,15 +597,15 @@ def install_sigterm(delivery: Delivery) -> Callable[[], None] | None:
                 logger.warning("tracing: delivery at shutdown failed: %s", exc)
             done.set()
         if callable(previous):
-            previous(signal.SIGTERM, None)
+            previous(_signal.SIGTERM, None)
             return
-        os._exit(128 + signal.SIGTERM)
+        os._exit(128 + _signal.SIGTERM)
 
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     try:
-        signal.signal(signal.SIGTERM, lambda signum, frame: shut_down())
-        older = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        _signal.signal(_signal.SIGTERM, lambda signum, frame: shut_down())
+        older = _signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     except (ValueError, OSError) as exc:
         logger.info("tracing: no delivery at SIGTERM: %s", exc)
         os.close(read_end)
@@ -489,7 +620,7 @@ def install_sigterm(delivery: Delivery) -> Callable[[], None] | None:
             if older >= 0:  # keep whoever set a wakeup fd before us informed
                 with contextlib.suppress(OSError):
                     os.write(older, data)
-            if signal.SIGTERM in data:
+            if _signal.SIGTERM in data:
                 shut_down()
                 return
 
@@ -497,8 +628,8 @@ def install_sigterm(delivery: Delivery) -> Callable[[], None] | None:
 
     def uninstall() -> None:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
-            signal.set_wakeup_fd(older)
+            _signal.signal(_signal.SIGTERM, previous)
+            _signal.set_wakeup_fd(older)
         os.close(write_end)  # the watcher reads EOF and ends
 
     return uninstall
@@ -511,8 +642,10 @@ def choose(
     margin_s: float,
     wrapped: Callable[[], bool],
     environ: Any = None,
+    registration: Registration | None = None,
 ) -> DeliveryMode:
-    """The mode ``DSQLTRACE_DELIVERY`` asks for, falling back to inline (one warning)."""
+    """The mode ``DSQLTRACE_DELIVERY`` asks for, falling back to inline (one warning);
+    ``registration`` is one :func:`start_registration` started for it."""
     env = os.environ if environ is None else environ
     kind, _, interval = setting.partition(",")
     interval_s = int(interval) / 1000.0 if kind == "periodic" else None
@@ -531,12 +664,14 @@ def choose(
         return Inline(delivery, interval_s=interval_s)
     from tracing.extension import ExtensionClient, ExtensionError
 
-    try:
-        client = ExtensionClient(api)
-    except ExtensionError as exc:
-        logger.warning("tracing: no delivery extension (%s); delivering inline", exc)
-        return Inline(delivery, interval_s=interval_s)
-    registered = _register_within(client, REGISTER_TIMEOUT_S)
+    if registration is None:
+        try:
+            registration = Registration(ExtensionClient(api))
+        except ExtensionError as exc:
+            logger.warning("tracing: no delivery extension (%s); delivering inline", exc)
+            return Inline(delivery, interval_s=interval_s)
+    client = registration.client
+    registered = registration.wait(REGISTER_TIMEOUT_S)
     if registered is not None:
         logger.warning(
             "tracing: could not register the delivery extension (%s); delivering inline",

@@ -24,13 +24,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
-
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tracing.runtime import logger
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import ReadableSpan
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -98,14 +98,22 @@ class SpanSender(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass
 class DeliveryStats:
     """Counters of what the processor did since it was created."""
 
-    exported: int = 0
-    dropped: int = 0
-    failed_exports: int = 0
-    skipped_flushes: int = 0
+    __slots__ = ("dropped", "exported", "failed_exports", "skipped_flushes")
+
+    def __init__(self) -> None:
+        self.exported = 0
+        self.dropped = 0
+        self.failed_exports = 0
+        self.skipped_flushes = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"DeliveryStats(exported={self.exported}, dropped={self.dropped}, "
+            f"failed_exports={self.failed_exports}, skipped_flushes={self.skipped_flushes})"
+        )
 
 
 def _value_size(value: object) -> int:
@@ -138,11 +146,17 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionRefusedError)
 
 
-class InvocationSpanProcessor(SpanProcessor):
+class InvocationSpanProcessor:
     """Keeps finished sampled spans and exports them when :meth:`flush` is called.
 
-    It is the :class:`tracing.runtime.Delivery` of the OTLP and console exporters.
+    It is the :class:`tracing.runtime.Delivery` of the OTLP and console exporters,
+    and a span processor of the toolkit's provider (:mod:`tracing.tracer`) or of
+    the SDK's (it has the methods an SDK ``SpanProcessor`` has, without importing
+    the SDK).
     """
+
+    #: Nothing to do when a span starts: the lean provider does not call :meth:`on_start`.
+    uses_on_start = False
 
     def __init__(
         self,
@@ -173,7 +187,10 @@ class InvocationSpanProcessor(SpanProcessor):
         """Where the spans go."""
         return self._sender
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        pass
+
+    def _on_ending(self, span: Any) -> None:
         pass
 
     def on_end(self, span: ReadableSpan) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from tracing.transport import HttpConnection
@@ -20,18 +20,22 @@ from tracing.transport import HttpConnection
 __all__ = ["EXTENSIONS_API", "ExtensionClient", "ExtensionError", "InvokeEvent"]
 
 EXTENSIONS_API = "/2020-01-01/extension"
+#: The most sending ``event/next`` may take (a few dozen bytes to a local socket).
+_SEND_TIMEOUT_S = 1.0
 
 
 class ExtensionError(Exception):
     """The Extensions API refused, failed or was too slow."""
 
 
-@dataclass(frozen=True)
 class InvokeEvent:
     """An ``INVOKE`` event: which invocation, and when Lambda stops it."""
 
-    request_id: str
-    deadline_ms: int
+    __slots__ = ("deadline_ms", "request_id")
+
+    def __init__(self, request_id: str, deadline_ms: int) -> None:
+        self.request_id = request_id
+        self.deadline_ms = deadline_ms
 
     def deadline(self) -> float:
         """The deadline as a ``time.monotonic()`` value."""
@@ -53,6 +57,7 @@ class ExtensionClient:
         self._host_header = runtime_api
         self._register = HttpConnection(host, int(port))
         self._events = HttpConnection(host, int(port))
+        self._next_request: bytes | None = None
 
     def _request(
         self,
@@ -62,18 +67,20 @@ class ExtensionClient:
         headers: dict[str, str],
         body: bytes,
         deadline: float | None,
+        sent: Callable[[], None] | None = None,
     ) -> tuple[int, dict[bytes, bytes], bytes]:
         head = f"{method} {EXTENSIONS_API}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         head += f"Content-Length: {len(body)}\r\n\r\n"
         try:
-            answer = conn.request(head.encode("latin-1") + body, deadline)
+            answer = conn.request(head.encode("latin-1") + body, deadline, sent)
         except OSError as exc:
             raise ExtensionError(f"{type(exc).__name__}: {exc}") from None
         return answer.status, answer.fields, answer.body
 
-    def register(self, name: str, *, timeout: float) -> str:
-        """Register for ``INVOKE`` events within ``timeout`` seconds; the extension id."""
+    def register(self, name: str, *, timeout: float, sent: Callable[[], None] | None = None) -> str:
+        """Register for ``INVOKE`` events within ``timeout`` seconds; the extension id.
+        ``sent`` is called once the request is out."""
         status, fields, body = self._request(
             self._register,
             "POST",
@@ -81,6 +88,7 @@ class ExtensionClient:
             {"Lambda-Extension-Name": name, "Content-Type": "application/json"},
             b'{"events":["INVOKE"]}',
             time.monotonic() + timeout,
+            sent,
         )
         self._register.close()
         extension_id = fields.get(b"lambda-extension-identifier", b"").decode("latin-1")
@@ -91,21 +99,44 @@ class ExtensionClient:
 
     def next_event(self) -> InvokeEvent | None:
         """Block until the next event; an ``INVOKE`` one, or None for any other."""
+        self.send_next()
+        return self.read_event(None)
+
+    def send_next(self) -> None:
+        """Call ``event/next``: this extension is done with the invocation (Lambda may
+        freeze the environment).  The event is read later, by :meth:`read_event`."""
         assert self.extension_id is not None, "register first"
-        status, _, body = self._request(
-            self._events,
-            "GET",
-            "/event/next",
-            {"Lambda-Extension-Identifier": self.extension_id},
-            b"",
-            None,
-        )
-        if status != 200:
-            raise ExtensionError(f"event/next answered HTTP {status} {_error_type(body)}")
-        event: Any = json.loads(body)
+        if self._next_request is None:
+            self._next_request = (
+                f"GET {EXTENSIONS_API}/event/next HTTP/1.1\r\nHost: {self._host_header}\r\n"
+                f"Lambda-Extension-Identifier: {self.extension_id}\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode("latin-1")
+        try:  # bounded, as the answer's wait is: the socket stays in one (timeout) mode
+            self._events.send(self._next_request, time.monotonic() + _SEND_TIMEOUT_S)
+        except OSError as exc:
+            raise ExtensionError(f"{type(exc).__name__}: {exc}") from None
+
+    def read_event(self, timeout: float | None) -> InvokeEvent | None:
+        """The answer to the last :meth:`send_next`, within ``timeout`` seconds (None: when
+        it comes): an ``INVOKE`` event, or None for any other."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            answer = self._events.answer(deadline)
+        except OSError as exc:
+            raise ExtensionError(f"{type(exc).__name__}: {exc}") from None
+        if answer.status != 200:
+            raise ExtensionError(
+                f"event/next answered HTTP {answer.status} {_error_type(answer.body)}"
+            )
+        event: Any = json.loads(answer.body)
         if not isinstance(event, dict) or event.get("eventType") != "INVOKE":
             return None
         return InvokeEvent(str(event.get("requestId", "")), int(event.get("deadlineMs", 0)))
+
+    def connected(self) -> bool:
+        """True while the events connection is open at both ends."""
+        return self._events.alive()
 
     def close(self) -> None:
         """Close both connections; a blocked :meth:`next_event` raises."""

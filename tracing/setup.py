@@ -19,13 +19,16 @@ from tracing.runtime import NAME, VERSION, Delivery, NoDelivery, Runtime, logger
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.sampling import Sampler
 
-    from tracing.delivery import DeliveryMode
+    from tracing.delivery import DeliveryMode, Registration
     from tracing.export import InvocationSpanProcessor, SpanSender
+    from tracing.tracer import TracerProvider as LeanTracerProvider
 
 __all__ = [
     "make_processor",
+    "make_provider",
     "make_resource",
     "make_sampler",
     "resource_attributes",
@@ -46,9 +49,11 @@ def setup_tracing(
     ``config`` defaults to ``TracingConfig()``: every setting from its environment
     variable, else its default (see :mod:`tracing.config`).  ``sender`` replaces the
     configured exporter (tests, or a destination of your own); spans then reach it
-    through the same bounded delivery.  ``processors`` are OpenTelemetry SDK span
-    processors of your own (a ``BatchSpanProcessor`` with another exporter, say),
-    added to the toolkit's provider after its own: they see every span, and each
+    through the same bounded delivery.  The provider is the toolkit's lean one
+    (:mod:`tracing.tracer`: the SDK's behaviour without importing it), unless
+    ``processors`` are given: OpenTelemetry SDK span processors of your own (a
+    ``BatchSpanProcessor`` with another exporter, say), which need the SDK's
+    provider and its spans.  They are added after the toolkit's own: they see every span, and each
     delivery calls their ``force_flush`` with what is left of the same flush
     bound, after the toolkit's spans went out (ignored, with a warning, by the
     ``datadog`` exporter).  A second call changes nothing and returns the
@@ -68,6 +73,8 @@ def setup_tracing(
     if config.disabled:
         runtime.install(Runtime(config, trace.NoOpTracer()))
         return config
+    # Registering the delivery extension is a round trip: it overlaps building the rest.
+    registration = _start_registration(config)
     try:
         if config.exporter == "datadog" and sender is None:
             from tracing.datadog import datadog_runtime
@@ -83,11 +90,13 @@ def setup_tracing(
             datadog_propagator.install()
     except Exception as exc:
         logger.warning("tracing: setup failed, tracing is off: %s", exc)
+        if registration is not None:
+            registration.abandon()
         runtime.install(Runtime(config, trace.NoOpTracer()))
         return config
     if config.timeout_margin_ms > 0:
         rt.watch = DeadlineWatch()
-    rt.mode = _mode(config, rt)
+    rt.mode = _mode(config, rt, registration)
     runtime.install(rt)
     if config.log_correlation:
         logs.install()
@@ -102,16 +111,33 @@ def setup_tracing(
     return config
 
 
-def _mode(config: TracingConfig, rt: Runtime) -> DeliveryMode:
+def _start_registration(config: TracingConfig) -> Registration | None:
+    """The delivery extension's registration, started (None: no extension wanted, or
+    the exporter is ``none``: nothing to deliver)."""
+    if config.exporter == "none":
+        return None
+    try:
+        from tracing.delivery import start_registration
+
+        return start_registration(config.delivery)
+    except Exception as exc:  # choose() registers again and says why
+        logger.debug("tracing: could not start registering the extension: %s", exc)
+        return None
+
+
+def _mode(config: TracingConfig, rt: Runtime, registration: Registration | None) -> DeliveryMode:
     from tracing.delivery import Inline, choose
 
     if isinstance(rt.delivery, NoDelivery):
+        if registration is not None:
+            registration.abandon()
         return Inline(rt.delivery)
     return choose(
         config.delivery,
         rt.delivery,
         margin_s=config.timeout_margin_ms / 1000.0,
         wrapped=lambda: rt.wrapped_handlers > 0,
+        registration=registration,
     )
 
 
@@ -217,20 +243,38 @@ def make_processor(
     )
 
 
+def make_provider(config: TracingConfig) -> LeanTracerProvider:
+    """The toolkit's lean provider (:mod:`tracing.tracer`) with the config's resource
+    and sampler."""
+    from tracing.tracer import Resource as LeanResource
+    from tracing.tracer import TracerProvider
+
+    return TracerProvider(
+        resource=LeanResource(resource_attributes(config)),
+        sampler=config.sampler,
+        sampler_ratio=config.sampler_ratio,
+    )
+
+
 def _sdk_runtime(
     config: TracingConfig, sender: SpanSender | None, processors: Sequence[SpanProcessor] = ()
 ) -> Runtime:
-    from opentelemetry.sdk.trace import TracerProvider
+    provider: LeanTracerProvider | SdkTracerProvider
+    if processors:  # the user's processors expect the SDK's spans
+        from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
-    provider = TracerProvider(
-        resource=make_resource(config), sampler=make_sampler(config), shutdown_on_exit=False
-    )
+        provider = SdkTracerProvider(
+            resource=make_resource(config), sampler=make_sampler(config), shutdown_on_exit=False
+        )
+    else:
+        provider = make_provider(config)
     if sender is None and config.exporter != "none":
         sender = _sender(config)
     rt = Runtime(config, provider.get_tracer(NAME, VERSION), provider=provider)
     if sender is not None:
         processor = make_processor(config, sender)
-        provider.add_span_processor(processor)
+        # Duck-typed: it has an SDK SpanProcessor's methods without importing the SDK.
+        provider.add_span_processor(processor)  # type: ignore[arg-type]
         rt.delivery = processor
     else:
         rt.delivery = NoDelivery()

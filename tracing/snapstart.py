@@ -12,8 +12,9 @@ then; Lambda's Python runtimes ship it):
   (spans that could not be delivered are dropped: each copy would send them);
   then the exporter's connection is closed, so no socket is in the snapshot.
 - *after restore* (run first of all after-restore hooks): Python's ``random``
-  is reseeded from the OS, so restored copies draw different trace and span
-  ids (the SDK's ``RandomIdGenerator`` uses it, as does ddtrace's generator,
+  and the toolkit's id generator (:func:`tracing.tracer.reseed`) are reseeded
+  from the OS, so restored copies draw different trace and span ids (the
+  SDK's ``RandomIdGenerator`` uses ``random``; ddtrace's generator is
   reseeded too); a restore record starts (:func:`tracing.coldstart.restore_began`),
   every later after-restore hook is recorded as an ``aws.lambda.after_restore_hook``
   phase, with what it does (a new token, a new connection) under it; delivery's
@@ -158,6 +159,9 @@ def _deliver_init(rt: Runtime) -> None:
 def reseed() -> None:
     """Draw new state from the OS for the generators trace and span ids come from."""
     random.seed()
+    lean = sys.modules.get("tracing.tracer")
+    if lean is not None:
+        lean.reseed()
     native = sys.modules.get("ddtrace.internal.native")
     seed = getattr(native, "seed", None)
     if callable(seed):

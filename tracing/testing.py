@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util._once import Once
 
 from tracing import coldstart, runtime, setup
 from tracing.config import TracingConfig
 from tracing.deadline import DeadlineWatch
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
 
 __all__ = ["InMemorySender", "capture_spans", "delivery", "make_runtime", "reset_tracing"]
 
@@ -64,10 +67,8 @@ def make_runtime(
 ) -> runtime.Runtime:
     """A runtime of its own (not installed) delivering to ``sender``, its pauses timed by
     ``clock``; pass it to ``traced_handler(runtime=...)``."""
-    from opentelemetry.sdk.trace import TracerProvider
-
     config = config or TracingConfig(service_name="test")
-    provider = TracerProvider(resource=setup.make_resource(config), shutdown_on_exit=False)
+    provider = setup.make_provider(config)
     processor = setup.make_processor(config, sender, clock=clock)
     provider.add_span_processor(processor)
     from tracing.delivery import Inline

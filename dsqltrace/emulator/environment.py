@@ -179,6 +179,8 @@ class Environment:
         self._tasks: list[asyncio.Future[None]] = []
         self._forwards: set[asyncio.Future[bool]] = set()
         self.limits = limits
+        #: The CPUs the runtime process (and what it starts) may run on; None: any.
+        self.cpus: frozenset[int] | None = None
         self.extensions: dict[str, _Extension] = {}
         self._runtime_waiting = False
         self._runtime_called_next = False
@@ -201,12 +203,19 @@ class Environment:
             # line limit is 64 KiB.
             limit=1024 * 1024,
             start_new_session=True,
-            preexec_fn=self.limits.enter if self.limits is not None else None,
+            preexec_fn=self._enter if self.limits is not None or self.cpus else None,
         )
         self._tasks = [
             asyncio.ensure_future(self._pump_output()),
             asyncio.ensure_future(self._watch_exit()),
         ]
+
+    def _enter(self) -> None:
+        """In the runtime's process, before exec: its cgroups and its CPUs."""
+        if self.limits is not None:
+            self.limits.enter()
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
 
     def _argv(self) -> list[str]:
         """The runtime process's command line."""

@@ -57,6 +57,10 @@ class FunctionConfig:
     #: SnapStart: init runs once at publication (:meth:`Function.start`), and cold starts
     #: are restores of its snapshot (:mod:`dsqltrace.emulator.snapshot`).
     snapstart: bool = False
+    #: The CPUs its environments' processes run on (``sched_setaffinity``; not applied
+    #: to SnapStart restores, which fork the snapshot); None: any.  Benchmarks give the
+    #: functions CPUs of their own, as Lambda does: its front end never shares theirs.
+    cpus: frozenset[int] | None = None
 
     @property
     def arn(self) -> str:
@@ -237,6 +241,7 @@ class Function:
             env = ConcurrentEnvironment(name, slots=self.config.max_concurrency, **common)
         else:
             env = Environment(name, freeze=self._freeze, limits=limits, **common)
+        env.cpus = self.config.cpus
         self.environments.append(env)
         self._made.append(env)
         env.on_dead(self._forget)

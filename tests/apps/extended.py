@@ -33,7 +33,7 @@ def _sleepy_extension() -> None:
             event = client.next_event()
             if event is None:
                 continue
-            time.sleep(pause)  # after the runtime's response: the environment may not freeze
+            time.sleep(pause)  # past the runtime's response: the environment may not freeze
             with open(marker, "a") as f:
                 f.write(f"{event.request_id} {time.time_ns()}\n")
 
@@ -50,7 +50,17 @@ if APP in ("traced", "untraced"):
 
 
 def _plain(event, context):
-    return {"statusCode": 200, "body": json.dumps({"pid": os.getpid()})}
+    mode = None
+    if APP in ("traced", "untraced"):
+        from tracing import runtime
+
+        rt = runtime.current()
+        mode = {"name": rt.mode.name, "driven": getattr(rt.mode, "driven", None)} if rt else None
+    threads = sorted(t.name for t in threading.enumerate())
+    return {
+        "statusCode": 200,
+        "body": json.dumps({"pid": os.getpid(), "threads": threads, "mode": mode}),
+    }
 
 
 if APP == "traced":
