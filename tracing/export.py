@@ -130,7 +130,13 @@ def estimated_size(span: ReadableSpan) -> int:
     attributes = span.attributes
     if attributes:
         for key, value in attributes.items():
-            size += len(key) + _value_size(value) + 4
+            kind = type(value)  # the usual kinds inline: this runs for every span
+            if kind is str:
+                size += len(key) + len(value) + 8  # type: ignore[arg-type]
+            elif kind is int or kind is bool or kind is float:
+                size += len(key) + 15
+            else:
+                size += len(key) + _value_size(value) + 4
     for event in span.events:
         size += 16 + len(event.name)
         if event.attributes:

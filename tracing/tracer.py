@@ -442,7 +442,8 @@ class Span(trace.Span):
         self.start_time = start_time
         self.end_time: int | None = None
         self.status = _UNSET
-        self.events: list[Event] = []
+        #: Empty tuples until the first event or link: two lists fewer per span.
+        self.events: list[Event] | tuple[()] = ()
         self.dropped_events = 0
         self.dropped_attributes = 0
         self._provider = provider
@@ -451,7 +452,7 @@ class Span(trace.Span):
         self.attributes: dict[str, Any] = {}
         if attributes:
             self._put_all(attributes)
-        self.links: list[Link] = []
+        self.links: list[Link] | tuple[()] = ()
         self.dropped_links = 0
         if links:
             self._new_links(links)
@@ -541,13 +542,16 @@ class Span(trace.Span):
             ),
             timestamp if timestamp is not None else time.time_ns(),
         )
+        events = self.events
+        if not isinstance(events, list):
+            events = self.events = []
         most = limits.max_events
-        if most is not None and len(self.events) >= most:
+        if most is not None and len(events) >= most:
             self.dropped_events += 1
             if most == 0:
                 return
-            del self.events[0]
-        self.events.append(event)
+            del events[0]
+        events.append(event)
 
     def _link(self, context: SpanContext, attributes: types.Attributes) -> None:
         if not (context and (context.is_valid or attributes or context.trace_state)):
@@ -559,13 +563,16 @@ class Span(trace.Span):
                 limits.max_link_attributes, attributes, max_value_len=limits.max_attribute_length
             ),
         )
+        links = self.links
+        if not isinstance(links, list):
+            links = self.links = []
         most = limits.max_links
-        if most is not None and len(self.links) >= most:
+        if most is not None and len(links) >= most:
             self.dropped_links += 1
             if most == 0:
                 return
-            del self.links[0]
-        self.links.append(link)
+            del links[0]
+        links.append(link)
 
     def _new_links(self, links: Sequence[Link]) -> None:
         for link in links:
