@@ -759,3 +759,25 @@ def test_a_context_leaked_before_the_invocation_never_becomes_its_parent(sink) -
         otel_context.detach(token)
     servers = [s for s in sink.spans if s.kind is SpanKind.SERVER]
     assert len(servers) == 2 and all(s.parent is None for s in servers)
+
+
+def test_the_lexers_letter_classes_are_postgresqls() -> None:
+    """The lexer's classes, written as "all but these ASCII characters" (cheap to compile),
+    hold exactly what PostgreSQL's letters, digits and ``$`` do, at every code point."""
+    import re
+
+    from tracing import db
+
+    expected = {
+        db._LETTER: re.compile("[A-Za-z_\u0080-\U0010ffff]"),
+        db._LETTER_OR_DIGIT: re.compile("[A-Za-z_\u0080-\U0010ffff0-9]"),
+        db._WORD_CHAR: re.compile("[A-Za-z_\u0080-\U0010ffff0-9$]"),
+    }
+    for ours, theirs in expected.items():
+        mine = re.compile(ours)
+        for code in (*range(0x3000), *range(0x3000, 0x110000, 97), 0x10FFFF, 0xD800):
+            char = chr(code)
+            assert bool(mine.match(char)) is bool(theirs.match(char)), (ours, hex(code))
+    assert db.redact_sql("SELECT $tag$x$tag$, naïve, é1$ FROM t WHERE a = 'b'") == (
+        "SELECT ?, naïve, é1$ FROM t WHERE a = ?"
+    )
