@@ -80,8 +80,9 @@ SHUTDOWN_BUDGET_S = 0.4
 #: The most delivery waits, after the span's end, for the runtime to post the response.
 POST_WAIT_S = 0.1
 #: The most delivery driven by the runtime waits for the invocation's event, once the
-#: response is out (Lambda sent it when the invocation began: it is there already).
-EVENT_WAIT_S = 1.0
+#: response is out (Lambda sent it when the invocation began: it is there already, but a
+#: starved machine may take its time, and giving up leaves Lambda waiting for ``next``).
+EVENT_WAIT_S = 10.0
 
 #: Ends an invocation's span at its impending timeout.
 Expire = Callable[[], None]
@@ -430,7 +431,7 @@ class Registration:
 
     :func:`tracing.setup_tracing` starts it before it builds the provider, so the
     Extensions API's round trip overlaps that work; :meth:`wait` then bounds what
-    init waits, counted from the start.  A registration that takes longer is not
+    init waits beyond it.  A registration that takes longer is not
     abandoned: the Extensions API may register it all the same, and Lambda would
     then wait for this extension's ``next`` before every freeze.  So if it
     succeeds after init stopped waiting (or after :meth:`abandon`), its thread
@@ -445,7 +446,6 @@ class Registration:
         self._gave_up = False
         self._finished = threading.Event()
         self._sent = threading.Event()
-        self._started = time.monotonic()
         threading.Thread(target=self._register, name=f"{NAME}-register", daemon=True).start()
         # Let the request go out before init goes on: the thread would otherwise wait
         # for the GIL while init imports, and the round trip would not overlap them.
@@ -467,8 +467,9 @@ class Registration:
             _answer_events(self.client)
 
     def wait(self, timeout: float) -> str | None:
-        """Wait until ``timeout`` seconds after the start; None when registered, else why not."""
-        self._finished.wait(max(0.0, self._started + timeout - time.monotonic()))
+        """Wait at most ``timeout`` seconds more; None when registered, else why not.  (Not
+        counted from the start: on a loaded machine setup's own work would use it up.)"""
+        self._finished.wait(timeout)
         with self._lock:
             if not self._finished.is_set():
                 self._gave_up = True
@@ -515,7 +516,7 @@ def _answer_events(client: ExtensionClient) -> None:
         while True:
             client.next_event()
     except Exception as exc:
-        logger.info("tracing: the late-registered extension stopped: %s", exc)
+        logger.warning("tracing: the late-registered extension stopped: %s", exc)
 
 
 def _under_awslambdaric() -> bool:

@@ -20,8 +20,6 @@ from tracing.transport import HttpConnection
 __all__ = ["EXTENSIONS_API", "ExtensionClient", "ExtensionError", "InvokeEvent"]
 
 EXTENSIONS_API = "/2020-01-01/extension"
-#: The most sending ``event/next`` may take (a few dozen bytes to a local socket).
-_SEND_TIMEOUT_S = 1.0
 
 
 class ExtensionError(Exception):
@@ -112,8 +110,10 @@ class ExtensionClient:
                 f"Lambda-Extension-Identifier: {self.extension_id}\r\n"
                 "Content-Length: 0\r\n\r\n"
             ).encode("latin-1")
-        try:  # bounded, as the answer's wait is: the socket stays in one (timeout) mode
-            self._events.send(self._next_request, time.monotonic() + _SEND_TIMEOUT_S)
+        # Not bounded: a few dozen bytes to a local socket, and a send that gave up on a
+        # starved machine would leave Lambda waiting for this extension until the timeout.
+        try:
+            self._events.send(self._next_request, None)
         except OSError as exc:
             raise ExtensionError(f"{type(exc).__name__}: {exc}") from None
 
