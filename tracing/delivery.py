@@ -267,9 +267,9 @@ class AfterResponse:
 
     def _lost(self, exc: BaseException) -> None:
         self._fallback = Inline(self._delivery)
-        logger.warning(
-            "tracing: the delivery extension stopped (%s); delivering inline from now on", exc
-        )
+        # Driven by the runtime, delivery goes on after each response, without `next`.
+        then = "after each response, without it" if self.driven else "inline from now on"
+        logger.warning("tracing: the delivery extension stopped (%s); delivering %s", exc, then)
 
     def started(self, request_id: str | None, expire: Expire) -> None:
         if self.driven or self._fallback is not None or request_id is None:
@@ -487,27 +487,30 @@ class Registration:
             ).start()
 
 
+def _wants_extension(kind: str, env: Any) -> bool:
+    """Whether delivery ``kind`` goes through the extension here: in on-demand Lambda (an
+    Extensions API, not Managed Instances) and a mode that delivers after the response."""
+    if env.get("AWS_LAMBDA_MAX_CONCURRENCY") and kind != "inline":
+        return False
+    return bool(env.get("AWS_LAMBDA_RUNTIME_API")) and kind in (
+        "after-response",
+        "periodic",
+        "auto",
+    )
+
+
 def start_registration(setting: str, environ: Any = None) -> Registration | None:
     """The registration :func:`choose` will need for ``setting`` here, started now; None
     when it needs none (or the Extensions API's address is unusable)."""
     env = os.environ if environ is None else environ
-    kind = setting.partition(",")[0]
-    api = env.get("AWS_LAMBDA_RUNTIME_API")
-    if not api or (env.get("AWS_LAMBDA_MAX_CONCURRENCY") and kind != "inline"):
-        return None
-    if kind not in ("after-response", "periodic", "auto"):
+    if not _wants_extension(setting.partition(",")[0], env):
         return None
     from tracing.extension import ExtensionClient, ExtensionError
 
     try:
-        return Registration(ExtensionClient(api))
+        return Registration(ExtensionClient(env["AWS_LAMBDA_RUNTIME_API"]))
     except ExtensionError:
         return None  # choose() says why
-
-
-def _register_within(client: ExtensionClient, timeout: float) -> str | None:
-    """Register, waiting at most ``timeout``; None when registered, else why not."""
-    return Registration(client).wait(timeout)
 
 
 def _answer_events(client: ExtensionClient) -> None:
@@ -655,14 +658,12 @@ def choose(
         background = Background(delivery, interval_s=interval_s or BACKGROUND_INTERVAL_S)
         background.on_close = install_sigterm(delivery)
         return background
-    api = env.get("AWS_LAMBDA_RUNTIME_API")
-    wants_extension = kind in ("after-response", "periodic") or (kind == "auto" and api)
-    if not wants_extension:
-        return Inline(delivery)
-    if not api:
-        if kind != "auto":
+    if not _wants_extension(kind, env):
+        if kind in ("after-response", "periodic"):  # asked for, but no Extensions API
             logger.info("tracing: not in Lambda (no AWS_LAMBDA_RUNTIME_API); delivering inline")
-        return Inline(delivery, interval_s=interval_s)
+            return Inline(delivery, interval_s=interval_s)
+        return Inline(delivery)
+    api = env["AWS_LAMBDA_RUNTIME_API"]
     from tracing.extension import ExtensionClient, ExtensionError
 
     if registration is None:

@@ -311,7 +311,7 @@ class Tracer(trace.Tracer):
         provider = self._provider
         if parent is None or not parent.is_valid:
             parent = None
-            trace_id = _bits(128) or _new_trace_id()
+            trace_id = _bits(128) or _nonzero(128)
             random_id = True
             trace_state = None
         else:
@@ -325,7 +325,7 @@ class Tracer(trace.Tracer):
             flags = _SAMPLED_ONLY if sampled else _NOT_SAMPLED_ONLY
         span_context = SpanContext(
             trace_id,
-            _bits(64) or _new_span_id(),
+            _bits(64) or _nonzero(64),
             False,
             flags,
             trace_state,
@@ -375,18 +375,12 @@ class Tracer(trace.Tracer):
             yield current
 
 
-def _new_trace_id() -> int:
-    trace_id = 0
-    while not trace_id:
-        trace_id = _bits(128)
-    return trace_id
-
-
-def _new_span_id() -> int:
-    span_id = 0
-    while not span_id:
-        span_id = _bits(64)
-    return span_id
+def _nonzero(bits: int) -> int:
+    """Random ``bits`` bits, drawn again while zero (an invalid id)."""
+    value = 0
+    while not value:
+        value = _bits(bits)
+    return value
 
 
 class Span(trace.Span):
@@ -657,9 +651,6 @@ class Span(trace.Span):
         self.end()
 
     # -- as an SDK span --------------------------------------------------------------
-
-    def get_status(self) -> Status:
-        return self.status
 
     def readable(self) -> Any:
         """This span as an SDK ``ReadableSpan`` (imports the SDK)."""
