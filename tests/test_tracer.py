@@ -450,3 +450,29 @@ def test_to_json_is_the_sdks() -> None:
     (span,) = run_lean(lambda t: t.start_span("x", attributes={"a": 1}).end())
     text = span.to_json(indent=None)
     assert '"name": "x"' in text and '"a": 1' in text and '"service.name": "compare"' in text
+
+
+def test_a_full_span_warns_once_and_every_processor_is_flushed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
+    (span,) = run_lean(lambda t: t.start_span("x", attributes={str(i): i for i in range(50)}).end())
+    assert span.dropped_attributes == 48
+    assert caplog.text.count("Attributes dict is full") == 1
+
+    class Failing(_Memory):
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return False
+
+    flushed: list[int] = []
+
+    class Counting(_Memory):
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            flushed.append(timeout_millis)
+            return True
+
+    provider = TracerProvider(resource=Resource({}))
+    provider.add_span_processor(Failing())
+    provider.add_span_processor(Counting())
+    assert provider.force_flush(5) is False
+    assert flushed == [5]  # the second was flushed although the first failed

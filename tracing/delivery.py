@@ -459,6 +459,7 @@ class Registration:
             outcome = ""
         except (ExtensionError, OSError) as exc:
             outcome = str(exc) or type(exc).__name__
+        self._sent.set()  # or failed before it was sent: init need not wait for it
         with self._lock:
             self._outcome = outcome
             late = self._gave_up

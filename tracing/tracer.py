@@ -271,8 +271,8 @@ class TracerProvider(trace.TracerProvider):
         )
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Flush every processor; True when all succeeded."""
-        return all(p.force_flush(timeout_millis) for p in self._processors)
+        """Flush every processor (each, even after one failed); True when all succeeded."""
+        return all([p.force_flush(timeout_millis) for p in self._processors])
 
     def shutdown(self) -> None:
         """Shut every processor down."""
@@ -463,7 +463,8 @@ class Span(trace.Span):
             if most == 0:
                 self.dropped_attributes += 1
                 return
-            _logger.warning("Attributes dict is full. Dropping the oldest key-value pair.")
+            if not self.dropped_attributes:  # once per span: hostile input floods no log
+                _logger.warning("Attributes dict is full. Dropping the oldest key-value pair.")
             del attributes[next(iter(attributes))]
             self.dropped_attributes += 1
         attributes[key] = value
