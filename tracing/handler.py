@@ -264,7 +264,8 @@ def _status_code(result: Any) -> int | None:
     """The HTTP status a Function URL answers with: ``statusCode``, else 200 (the result
     is then the JSON body); None for a ``statusCode`` that is not an HTTP status."""
     try:
-        code = result.get("statusCode") if isinstance(result, Mapping) else None
+        mapping = type(result) is dict or isinstance(result, Mapping)
+        code = result.get("statusCode") if mapping else None
         if code is None:
             return 200
         if isinstance(code, bool):

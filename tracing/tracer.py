@@ -299,9 +299,13 @@ class Tracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         current = (context if context is not None else otel_context.get_current()).get(_SPAN_KEY)
-        parent: SpanContext | None = (
-            current.get_span_context() if isinstance(current, trace.Span) else None
-        )
+        parent: SpanContext | None
+        if type(current) is Span:  # the usual parent: no ABC check
+            parent = current.context
+        elif current is None:
+            parent = None
+        else:
+            parent = current.get_span_context() if isinstance(current, trace.Span) else None
         if (
             parent is not None
             and type(parent) is not SpanContext

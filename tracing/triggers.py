@@ -112,8 +112,14 @@ class Trigger:
         self.batch = batch
 
 
+def _is_mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)``, with the usual case (a dict) first: an event's
+    shape is checked several times per invocation, and the ABC's check is slow."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if _is_mapping(value) else {}
 
 
 def _str(value: Any) -> str | None:
@@ -130,17 +136,17 @@ def _base(function: str, trigger: str) -> dict[str, types.AttributeValue]:
 
 def describe(event: Any, table: RouteTable, function: str) -> Trigger:
     """The trigger of an invocation of ``function`` with ``event`` (never raises on shape)."""
-    if isinstance(event, Mapping):
+    if _is_mapping(event):
         context = event.get("requestContext")
-        if isinstance(context, Mapping):
-            if isinstance(context.get("http"), Mapping):
+        if _is_mapping(context):
+            if _is_mapping(context.get("http")):
                 return _http_v2(event, context, table, function)
-            if isinstance(context.get("elb"), Mapping):
+            if _is_mapping(context.get("elb")):
                 return _http_v1(event, context, table, function, alb=True)
             if "httpMethod" in event:
                 return _http_v1(event, context, table, function, alb=False)
         records = event.get("Records")
-        if isinstance(records, list) and records and isinstance(records[0], Mapping):
+        if isinstance(records, list) and records and _is_mapping(records[0]):
             first = records[0]
             source = first.get("eventSource") or first.get("EventSource")
             if source == "aws:sqs":
