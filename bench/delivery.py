@@ -469,7 +469,37 @@ def render(
             f"Tracing's share: {100 * share:.1f} % of requests per second, "
             f"insert p95 {100 * ins:+.1f} %, select p95 {100 * sel:+.1f} %.",
         ]
+        lines += _load_cpu(off, on)
     return "\n".join(lines)
+
+
+def _load_cpu(off: list[dict], on: list[dict]) -> list[str]:
+    """CPU per request by part of the stack (medians of the rounds), untraced and traced:
+    the machine's cores are saturated, so this is what sets requests per second."""
+    from bench.cpu import ROLES
+
+    if not all("cpu_us" in r for r in off + on):
+        return []
+    lines = [
+        "",
+        "CPU per request under that load, by part of the local stack (µs, medians of the "
+        "rounds; new environments' init included):",
+        "",
+        "| part | off | on | added |",
+        "|---|---|---|---|",
+    ]
+    totals = [0.0, 0.0]
+    for role in ROLES:
+        a = statistics.median(r["cpu_us"][role] for r in off)
+        b = statistics.median(r["cpu_us"][role] for r in on)
+        totals[0] += a
+        totals[1] += b
+        lines.append(f"| {role} | {a:.0f} | {b:.0f} | {b - a:+.0f} |")
+    lines.append(
+        f"| all | {totals[0]:.0f} | {totals[1]:.0f} | {totals[1] - totals[0]:+.0f} "
+        f"({100 * (totals[1] / max(totals[0], 1.0) - 1):+.0f} %) |"
+    )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
