@@ -258,7 +258,9 @@ def under_load(users_list: list[int], seconds: float, rounds: int) -> list[dict]
     return rows
 
 
-def load_run(users: int, traced: bool, seconds: float) -> dict:
+def load_run(
+    users: int, traced: bool, seconds: float, *, extra_env: dict[str, str] | None = None
+) -> dict:
     """One load run of the Todo API in `dsqltrace serve` (256 MB, CPU-limited as in Lambda)."""
     from bench import cpu
     from dsqltrace.demo import _stop, start_services
@@ -278,7 +280,14 @@ def load_run(users: int, traced: bool, seconds: float) -> dict:
     processes: list[subprocess.Popen[str]] = []
     out = folder / "client.jsonl"
     try:
-        url = start_services(processes, folder, env, traced=traced, max_environments=users + 8)
+        url = start_services(
+            processes,
+            folder,
+            env,
+            traced=traced,
+            max_environments=users + 8,
+            extra_env=extra_env,
+        )
 
         def load(duration_s: float, record_to: Path | None) -> LoadResult:
             return asyncio.run(

@@ -27,8 +27,10 @@ run:
 - spans delivered, and late (received after the environment froze).
 
 Then the CPU each mode adds in a tight loop in-process (``bench.driver``),
-and the seed's load (30 virtual users) on the Todo API at 256 MB, traced and
-untraced.  All figures are emulated: Lambda's own numbers need an AWS account.
+and the seed's load (30 virtual users) on the Todo API at 256 MB: untraced,
+traced with ``after-response`` and with ``periodic,1000``, with the CPU each
+part of the local stack uses per request.  All figures are emulated: Lambda's
+own numbers need an AWS account.
 """
 
 from __future__ import annotations
@@ -354,20 +356,29 @@ def cpu_in_process(warm: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in cpu.items()}
 
 
+#: The load's variants: untraced, the default delivery, and the one for busy functions.
+LOAD_MODES: dict[str, dict[str, str] | None] = {
+    "off": None,
+    "after-response": {"DSQLTRACE_DELIVERY": "after-response"},
+    "periodic,1000": {"DSQLTRACE_DELIVERY": "periodic,1000"},
+}
+
+
 def under_load(seconds: float, rounds: int) -> list[dict]:
-    """The seed's load (30 virtual users) on the Todo API at 256 MB, CPU-limited."""
+    """The seed's load (30 virtual users) on the Todo API at 256 MB, CPU-limited: untraced,
+    and traced with each of :data:`LOAD_MODES`, in an order that turns each round."""
     from bench.compare import load_run
 
     rows = []
+    names = list(LOAD_MODES)
     for r in range(rounds):
-        for traced in (False, True) if r % 2 == 0 else (True, False):
-            row = load_run(30, traced, seconds)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            extra = LOAD_MODES[name]
+            row = load_run(30, extra is not None, seconds, extra_env=extra)
             row["round"] = r
+            row["mode"] = name
             rows.append(row)
-            print(
-                f"load round {r + 1}/{rounds}, traced={traced}: {row['rps']:.0f} req/s",
-                file=sys.stderr,
-            )
+            print(f"load round {r + 1}/{rounds}, {name}: {row['rps']:.0f} req/s", file=sys.stderr)
     return rows
 
 
@@ -436,69 +447,63 @@ def render(
         lines += [
             "",
             "The seed's load at 256 MB, CPU-limited (30 virtual users, POST and GET alternating, "
-            f"{args.load_seconds:.0f} s per round, traced and untraced alternating):",
+            f"{args.load_seconds:.0f} s per round, the variants in turn):",
             "",
-            "| tracing | requests/s | insert p95 (ms) | select p95 (ms) | 5xx |",
-            "|---|---|---|---|---|",
+            "| tracing | requests/s | insert p95 (ms) | select p95 (ms) | 5xx "
+            "| requests/s lost | insert p95 added | select p95 added |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for traced in (False, True):
-            rows = [r for r in load if r["traced"] is traced]
+        off = [r for r in load if r["mode"] == "off"]
+        base = {
+            k: statistics.median(r[k] for r in off) for k in ("rps", "insert_p95", "select_p95")
+        }
+        for name in LOAD_MODES:
+            rows = [r for r in load if r["mode"] == name]
+            if not rows:
+                continue
+            got = {k: statistics.median(r[k] for r in rows) for k in base}
             lines.append(
-                f"| {'on' if traced else 'off'} | {statistics.median(r['rps'] for r in rows):.0f} "
-                f"| {statistics.median(r['insert_p95'] for r in rows):.1f} "
-                f"| {statistics.median(r['select_p95'] for r in rows):.1f} "
-                f"| {sum(r['errors'] for r in rows)} |"
+                f"| {name if name == 'off' else 'on, ' + name} | {got['rps']:.0f} "
+                f"| {got['insert_p95']:.1f} | {got['select_p95']:.1f} "
+                f"| {sum(r['errors'] for r in rows)} "
+                f"| {100 * (1 - got['rps'] / base['rps']):.1f} % "
+                f"| {100 * (got['insert_p95'] / base['insert_p95'] - 1):+.1f} % "
+                f"| {100 * (got['select_p95'] / base['select_p95'] - 1):+.1f} % |"
             )
-        off = [r for r in load if not r["traced"]]
-        on = [r for r in load if r["traced"]]
-        share = 1 - statistics.median(r["rps"] for r in on) / statistics.median(
-            r["rps"] for r in off
-        )
-        ins = (
-            statistics.median(r["insert_p95"] for r in on)
-            / statistics.median(r["insert_p95"] for r in off)
-            - 1
-        )
-        sel = (
-            statistics.median(r["select_p95"] for r in on)
-            / statistics.median(r["select_p95"] for r in off)
-            - 1
-        )
-        lines += [
-            "",
-            f"Tracing's share: {100 * share:.1f} % of requests per second, "
-            f"insert p95 {100 * ins:+.1f} %, select p95 {100 * sel:+.1f} %.",
-        ]
-        lines += _load_cpu(off, on)
+        lines += _load_cpu(load)
     return "\n".join(lines)
 
 
-def _load_cpu(off: list[dict], on: list[dict]) -> list[str]:
-    """CPU per request by part of the stack (medians of the rounds), untraced and traced:
+def _load_cpu(load: list[dict]) -> list[str]:
+    """CPU per request by part of the stack (medians of the rounds), for each variant:
     the machine's cores are saturated, so this is what sets requests per second."""
     from bench.cpu import ROLES
 
-    if not all("cpu_us" in r for r in off + on):
+    modes = [m for m in LOAD_MODES if any(r["mode"] == m for r in load)]
+    if not all("cpu_us" in r for r in load) or "off" not in modes:
         return []
     lines = [
         "",
         "CPU per request under that load, by part of the local stack (µs, medians of the "
-        "rounds; new environments' init included):",
+        "rounds; new environments' init included; added against off):",
         "",
-        "| part | off | on | added |",
-        "|---|---|---|---|",
+        "| part | " + " | ".join(modes) + " |",
+        "|---|" + "---|" * len(modes),
     ]
-    totals = [0.0, 0.0]
-    for role in ROLES:
-        a = statistics.median(r["cpu_us"][role] for r in off)
-        b = statistics.median(r["cpu_us"][role] for r in on)
-        totals[0] += a
-        totals[1] += b
-        lines.append(f"| {role} | {a:.0f} | {b:.0f} | {b - a:+.0f} |")
-    lines.append(
-        f"| all | {totals[0]:.0f} | {totals[1]:.0f} | {totals[1] - totals[0]:+.0f} "
-        f"({100 * (totals[1] / max(totals[0], 1.0) - 1):+.0f} %) |"
-    )
+    per = {
+        m: {
+            role: statistics.median(r["cpu_us"][role] for r in load if r["mode"] == m)
+            for role in ROLES
+        }
+        for m in modes
+    }
+    for role in (*ROLES, "all"):
+        cells = []
+        for m in modes:
+            value = sum(per[m].values()) if role == "all" else per[m][role]
+            base = sum(per["off"].values()) if role == "all" else per["off"][role]
+            cells.append(f"{value:.0f}" if m == "off" else f"{value:.0f} ({value - base:+.0f})")
+        lines.append(f"| {role} | " + " | ".join(cells) + " |")
     return lines
 
 
