@@ -311,6 +311,10 @@ def delivered(delay_ms: int) -> dict:
     }
 
 
+#: Warm invocations per process in the tight loop.
+TIGHT_LOOP = 2000
+
+
 def cpu_in_process(warm: int) -> dict[str, float]:
     """CPU per warm invocation in a tight loop (``bench.driver``), by delivery mode."""
     from bench import coldstart, driver
@@ -396,7 +400,14 @@ def render(
     lines = [
         f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "
         f"({os.cpu_count()} cores, Python {platform.python_version()}), `python -m bench.delivery "
-        f"--warm {args.warm} --rounds {args.rounds} --cold-rounds {args.cold_rounds}`; "
+        f"--warm {args.warm} --rounds {args.rounds} --cold-rounds {args.cold_rounds}"
+        + (f" --variants {args.variants}" if getattr(args, "variants", None) else "")
+        + (
+            f" --load-seconds {args.load_seconds:g} --load-rounds {args.load_rounds}"
+            if load
+            else ""
+        )
+        + "`; "
         "emulated figures (the emulator with the real awslambdaric; 256 MB runs are CPU-limited "
         "per environment). Medians; added = traced minus untraced, same run.",
         "",
@@ -424,25 +435,31 @@ def render(
                 f"| {v['post_runtime_p50']:.2f} | {_cpu(v['cpu_ms'])} "
                 f"| {_cpu_added(v['cpu_ms'], base['cpu_ms'])} |"
             )
-    lines += [
-        "",
-        f"CPU per warm invocation in a tight loop, in-process (`bench.driver`, {args.warm} "
-        "invocations, median of 3 processes; the handler inserts a row into PostgreSQL):",
-        "",
-        "| delivery | CPU / invocation (µs) | added (µs) |",
-        "|---|---|---|",
-    ]
-    for name, value in cpu.items():
-        lines.append(f"| {name} | {value:.0f} | {value - cpu['untraced']:+.0f} |")
-    lines += ["", "| receiver | spans sent | root spans delivered | late |", "|---|---|---|---|"]
-    for s in spans:
-        for kind, sent in s["sent"].items():
-            got = s["roots"][kind]
-            late = s["late"] if kind == "after-response" else "–"
-            lines.append(
-                f"| {s['receiver_ms']} ms | {kind}: {sent} invocations | {got} "
-                f"({100 * got / max(sent, 1):.0f} %) | {late} |"
-            )
+    if cpu:
+        lines += [
+            "",
+            f"CPU per warm invocation in a tight loop, in-process (`bench.driver`, {TIGHT_LOOP} "
+            "invocations, median of 3 processes; the handler inserts a row into PostgreSQL):",
+            "",
+            "| delivery | CPU / invocation (µs) | added (µs) |",
+            "|---|---|---|",
+        ]
+        for name, value in cpu.items():
+            lines.append(f"| {name} | {value:.0f} | {value - cpu['untraced']:+.0f} |")
+    if spans:
+        lines += [
+            "",
+            "| receiver | spans sent | root spans delivered | late |",
+            "|---|---|---|---|",
+        ]
+        for s in spans:
+            for kind, sent in s["sent"].items():
+                got = s["roots"][kind]
+                late = s["late"] if kind == "after-response" else "–"
+                lines.append(
+                    f"| {s['receiver_ms']} ms | {kind}: {sent} invocations | {got} "
+                    f"({100 * got / max(sent, 1):.0f} %) | {late} |"
+                )
     if load:
         lines += [
             "",
@@ -518,25 +535,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument(
+        "--variants",
+        help="comma-separated functions to run, untraced among them (default: all); "
+        "then only the warm and cold figures are measured",
+    )
+    parser.add_argument(
         "--no-pin",
         action="store_true",
         help="let the functions share CPUs with the emulator and the caller",
     )
     args = parser.parse_args(argv)
+    if args.variants:
+        chosen = args.variants.split(",")
+        unknown = [v for v in chosen if v not in VARIANTS]
+        if unknown or "untraced" not in chosen:
+            parser.error(f"--variants: choose among {', '.join(VARIANTS)}, untraced included")
+        for name in list(VARIANTS):
+            if name not in chosen:
+                del VARIANTS[name]
     pin(not args.no_pin)
     runs = []
     for memory in MEMORY:
         for label, delay in RECEIVERS.items():
             print(f"emulator: {memory} MB, receiver {label}", file=sys.stderr)
             runs.append(warm_and_cold(memory, delay, args.warm, args.rounds, args.cold_rounds))
-    print("spans delivered", file=sys.stderr)
-    spans = [delivered(0), delivered(20)]
-    pin(False)  # the in-process and load runs use the whole machine
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, range(os.cpu_count() or 1))
-    print("in-process CPU", file=sys.stderr)
-    cpu = cpu_in_process(2000)
-    load = under_load(args.load_seconds, args.load_rounds) if args.load_seconds > 0 else []
+    spans: list[dict] = []
+    cpu: dict[str, float] = {}
+    load: list[dict] = []
+    if not args.variants:
+        print("spans delivered", file=sys.stderr)
+        spans = [delivered(0), delivered(20)]
+        pin(False)  # the in-process and load runs use the whole machine
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        print("in-process CPU", file=sys.stderr)
+        cpu = cpu_in_process(TIGHT_LOOP)
+        if args.load_seconds > 0:
+            load = under_load(args.load_seconds, args.load_rounds)
     text = render(runs, cpu, spans, load, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("# Delivery\n\n" + text + "\n")

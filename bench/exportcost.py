@@ -1,0 +1,188 @@
+"""Where one invocation's tracing CPU goes, step by step, in-process and warm.
+
+    python -m bench.exportcost [--invocations 5000] [--out bench/results/exportcost.md]
+
+The handler of ``bench/apps/emulated.py`` without its wait (three spans: the
+invocation, a business span, a CLIENT span) is invoked in a loop by a fresh
+process per row, with nothing else in the process: no database, no other
+I/O.  Each row adds one step of an ``inline`` delivery to the one before, so
+the differences say what each step costs:
+
+- untraced (``OTEL_SDK_DISABLED=true``);
+- spans only (``OTEL_TRACES_EXPORTER=none``);
+- + the processor's flush, with encoding and sending replaced by nothing;
+- + encoding the OTLP request (sending still replaced by nothing);
+- + sending it to a receiver that answers at once (``bench/receiver.py``),
+  over the exporter's kept-alive connection: the full ``inline`` export.
+
+A last row times the loopback round trip alone (``HttpConnection.request`` of
+a body the size of the three spans' request), as its own baseline.  Figures
+are user + system CPU per invocation from ``getrusage``, medians of five
+repetitions; they are ratios of one run, not absolute truths (this machine is
+noisy).  The CPU an invocation costs inside a busy process, its caches cold
+after a database round trip, is higher: ``bench.delivery`` measures that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "results" / "exportcost.md"
+#: Rows: label, environment, which steps of the export are replaced by nothing.
+ROWS: list[tuple[str, dict[str, str], str]] = [
+    ("untraced", {"OTEL_SDK_DISABLED": "true"}, ""),
+    ("spans only", {"OTEL_TRACES_EXPORTER": "none"}, ""),
+    ("+ flush (no encoding, no sending)", {}, "encode,post"),
+    ("+ encoding", {}, "post"),
+    ("+ sending: the full inline export", {}, ""),
+]
+REPEATS = 5
+
+
+def _child(replaced: str, invocations: int) -> dict[str, float]:
+    """Run in the measured process: set up, warm up, then time the loop."""
+    import resource
+
+    from bench import driver
+    from tracing import otlp
+
+    if "post" in replaced:
+        otlp.OtlpHttpExporter.post = lambda self, body, deadline: None  # type: ignore[method-assign]
+    if "encode" in replaced:
+        otlp._encode = lambda spans, cache: (b"", 0)  # type: ignore[assignment]
+
+    from opentelemetry.trace import SpanKind
+
+    from tracing import setup_tracing, traced, traced_handler
+
+    setup_tracing()
+
+    @traced_handler(routes=["/todos"])
+    def handler(event: dict, context: object) -> dict:
+        with traced("Save Todo"), traced("INSERT todos", kind=SpanKind.CLIENT):
+            pass
+        return {"statusCode": 201, "body": "{}"}
+
+    for _ in range(200):
+        handler(driver.event(), driver.Context())
+    user, system = [], []
+    for _ in range(REPEATS):
+        calls = [(driver.event(), driver.Context()) for _ in range(invocations)]
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for event, context in calls:
+            handler(event, context)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        user.append((after.ru_utime - before.ru_utime) / invocations * 1e6)
+        system.append((after.ru_stime - before.ru_stime) / invocations * 1e6)
+    return {"user": statistics.median(user), "system": statistics.median(system)}
+
+
+def _round_trip(port: int, invocations: int) -> dict[str, float]:
+    """The loopback round trip alone: one request of about three spans' size each."""
+    import resource
+
+    from tracing.transport import HttpConnection
+
+    body = b"\0" * 1500
+    request = (
+        b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    conn = HttpConnection("127.0.0.1", port)
+    for _ in range(200):
+        conn.request(request, time.monotonic() + 1.0)
+    user, system = [], []
+    for _ in range(REPEATS):
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for _ in range(invocations):
+            conn.request(request, time.monotonic() + 1.0)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        user.append((after.ru_utime - before.ru_utime) / invocations * 1e6)
+        system.append((after.ru_stime - before.ru_stime) / invocations * 1e6)
+    conn.close()
+    return {"user": statistics.median(user), "system": statistics.median(system)}
+
+
+def measure(invocations: int) -> list[tuple[str, dict[str, float]]]:
+    """Each row's CPU per invocation, each in a fresh process, against one receiver."""
+    from bench.delivery import _receiver
+
+    receiver, port = _receiver(0)
+    env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
+        "PYTHONPATH": str(ROOT),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_SERVICE_NAME": "bench-exportcost",
+        "AWS_LAMBDA_FUNCTION_NAME": "bench",
+        "DSQLTRACE_DELIVERY": "inline",
+    }
+    results = []
+    try:
+        for label, extra, replaced in ROWS:
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.exportcost", "--child", replaced, str(invocations)],
+                cwd=ROOT,
+                env={**env, **extra},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            results.append((label, json.loads(out.strip().splitlines()[-1])))
+        results.append(("the loopback round trip alone", _round_trip(port, invocations)))
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+    return results
+
+
+def render(results: list[tuple[str, dict[str, float]]], invocations: int) -> str:
+    lines = [
+        f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "
+        f"({os.cpu_count()} cores, Python {platform.python_version()}), "
+        f"`python -m bench.exportcost --invocations {invocations}`: user + system CPU per "
+        f"invocation, medians of {REPEATS} repetitions, one process per row.",
+        "",
+        "| step | user (µs) | system (µs) | total (µs) | added by the step (µs) |",
+        "|---|---|---|---|---|",
+    ]
+    previous: float | None = None
+    for label, cpu in results:
+        total = cpu["user"] + cpu["system"]
+        alone = label.startswith("the loopback")
+        added = "–" if previous is None or alone else f"{total - previous:+.1f}"
+        lines.append(
+            f"| {label} | {cpu['user']:.1f} | {cpu['system']:.1f} | {total:.1f} | {added} |"
+        )
+        if not alone:
+            previous = total
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--invocations", type=int, default=5000)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--child", nargs=2, metavar=("REPLACED", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(args.child[0], int(args.child[1]))))
+        return 0
+    text = render(measure(args.invocations), args.invocations)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("# Where an invocation's tracing CPU goes\n\n" + text + "\n")
+    print(text + f"\n\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
