@@ -265,6 +265,7 @@ def load_run(
     from bench import cpu
     from dsqltrace.demo import _stop, start_services
     from dsqltrace.load import LoadResult, parse_mix, run_load
+    from dsqltrace.report.runs import INVOCATIONS_FILE
     from dsqltrace.serve import local_database
 
     mix = parse_mix("post=1,get=1")
@@ -308,6 +309,16 @@ def load_run(
         result = load(seconds, out)
         used = cpu.per_request(before, cpu.snapshot(), result.requests)
         records = [json.loads(line) for line in out.read_text().splitlines()]
+        # Each warm invocation's CPU in its environment's cgroup (all threads, up to the
+        # last `next`), from the emulator's REPORT records.
+        reports = [
+            json.loads(line) for line in (folder / INVOCATIONS_FILE).read_text().splitlines()
+        ]
+        invocation_cpu = [
+            r["cpu_ms"]
+            for r in reports
+            if r.get("record") == "invocation" and not r.get("cold") and "cpu_ms" in r
+        ]
     finally:
         for process in reversed(processes):
             _stop(process)
@@ -323,6 +334,7 @@ def load_run(
         "insert_p95": percentile(by_op.get("post", [0.0]), 95),
         "select_p95": percentile(by_op.get("get", [0.0]), 95),
         "cpu_us": used,
+        "invocation_cpu_ms": statistics.median(invocation_cpu) if invocation_cpu else None,
     }
 
 

@@ -467,8 +467,9 @@ def render(
             f"{args.load_seconds:.0f} s per round, the variants in turn):",
             "",
             "| tracing | requests/s | insert p95 (ms) | select p95 (ms) | 5xx "
-            "| requests/s lost | insert p95 added | select p95 added |",
-            "|---|---|---|---|---|---|---|---|",
+            "| requests/s lost | insert p95 added | select p95 added "
+            "| CPU per warm invocation (ms) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         off = [r for r in load if r["mode"] == "off"]
         base = {
@@ -485,10 +486,16 @@ def render(
                 f"| {sum(r['errors'] for r in rows)} "
                 f"| {100 * (1 - got['rps'] / base['rps']):.1f} % "
                 f"| {100 * (got['insert_p95'] / base['insert_p95'] - 1):+.1f} % "
-                f"| {100 * (got['select_p95'] / base['select_p95'] - 1):+.1f} % |"
+                f"| {100 * (got['select_p95'] / base['select_p95'] - 1):+.1f} % "
+                f"| {_median_of(rows, 'invocation_cpu_ms')} |"
             )
         lines += _load_cpu(load)
     return "\n".join(lines)
+
+
+def _median_of(rows: list[dict], key: str) -> str:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return f"{statistics.median(values):.2f}" if values else "–"
 
 
 def _load_cpu(load: list[dict]) -> list[str]:
