@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from opentelemetry import context as otel_context
@@ -264,8 +264,7 @@ def _status_code(result: Any) -> int | None:
     """The HTTP status a Function URL answers with: ``statusCode``, else 200 (the result
     is then the JSON body); None for a ``statusCode`` that is not an HTTP status."""
     try:
-        mapping = type(result) is dict or isinstance(result, Mapping)
-        code = result.get("statusCode") if mapping else None
+        code = result.get("statusCode") if triggers.is_mapping(result) else None
         if code is None:
             return 200
         if isinstance(code, bool):

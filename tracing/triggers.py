@@ -37,14 +37,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from opentelemetry.trace import SpanKind
 from opentelemetry.util import types
 
 from tracing import names
 
-__all__ = ["MAX_LINKS", "Carrier", "RouteTable", "Trigger", "batch_failures", "describe"]
+__all__ = [
+    "MAX_LINKS",
+    "Carrier",
+    "RouteTable",
+    "Trigger",
+    "batch_failures",
+    "describe",
+    "is_mapping",
+]
 
 #: Links kept on a batch span: the OpenTelemetry SDK's default span limit.
 MAX_LINKS = 128
@@ -112,14 +120,14 @@ class Trigger:
         self.batch = batch
 
 
-def _is_mapping(value: Any) -> bool:
+def is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     """``isinstance(value, Mapping)``, with the usual case (a dict) first: an event's
     shape is checked several times per invocation, and the ABC's check is slow."""
     return type(value) is dict or isinstance(value, Mapping)
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if _is_mapping(value) else {}
+    return value if is_mapping(value) else {}
 
 
 def _str(value: Any) -> str | None:
@@ -136,17 +144,17 @@ def _base(function: str, trigger: str) -> dict[str, types.AttributeValue]:
 
 def describe(event: Any, table: RouteTable, function: str) -> Trigger:
     """The trigger of an invocation of ``function`` with ``event`` (never raises on shape)."""
-    if _is_mapping(event):
+    if is_mapping(event):
         context = event.get("requestContext")
-        if _is_mapping(context):
-            if _is_mapping(context.get("http")):
+        if is_mapping(context):
+            if is_mapping(context.get("http")):
                 return _http_v2(event, context, table, function)
-            if _is_mapping(context.get("elb")):
+            if is_mapping(context.get("elb")):
                 return _http_v1(event, context, table, function, alb=True)
             if "httpMethod" in event:
                 return _http_v1(event, context, table, function, alb=False)
         records = event.get("Records")
-        if isinstance(records, list) and records and _is_mapping(records[0]):
+        if isinstance(records, list) and records and is_mapping(records[0]):
             first = records[0]
             source = first.get("eventSource") or first.get("EventSource")
             if source == "aws:sqs":
@@ -336,7 +344,7 @@ def _from_attributes(attributes: Mapping[str, Any], value_key: str) -> Carrier |
             carrier["tracestate"] = state
         return carrier
     dd = attributes.get("_datadog")
-    if isinstance(dd, Mapping):
+    if is_mapping(dd):
         if value_key == "Value":  # SNS: Type String or Binary, the value in Value
             kind = dd.get("Type")
             raw = dd.get("Value")
@@ -410,7 +418,7 @@ def _eventbridge(event: Mapping[str, Any], function: str) -> Trigger:
         state = _str(detail.get("tracestate"))
         if state:
             parent["tracestate"] = state
-    elif isinstance(detail.get("_datadog"), Mapping):
+    elif is_mapping(detail.get("_datadog")):
         dd = detail["_datadog"]
         parent = {k.lower(): v for k, v in dd.items() if isinstance(k, str) and isinstance(v, str)}
     return Trigger(name, SpanKind.CONSUMER, attrs, parent=parent or None)
@@ -418,7 +426,7 @@ def _eventbridge(event: Mapping[str, Any], function: str) -> Trigger:
 
 def batch_failures(result: Any) -> int | None:
     """How many items a partial batch response reports as failed, or None."""
-    if not isinstance(result, Mapping):
+    if not is_mapping(result):
         return None
     failures = result.get("batchItemFailures")
     return len(failures) if isinstance(failures, list) else None
