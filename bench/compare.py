@@ -265,7 +265,7 @@ def load_run(
     from bench import cpu
     from dsqltrace.demo import _stop, start_services
     from dsqltrace.load import LoadResult, parse_mix, run_load
-    from dsqltrace.report.runs import INVOCATIONS_FILE
+    from dsqltrace.report.runs import INVOCATIONS_FILE, read_records
     from dsqltrace.serve import local_database
 
     mix = parse_mix("post=1,get=1")
@@ -311,12 +311,9 @@ def load_run(
         records = [json.loads(line) for line in out.read_text().splitlines()]
         # Each warm invocation's CPU in its environment's cgroup (all threads, up to the
         # last `next`), from the emulator's REPORT records.
-        reports = [
-            json.loads(line) for line in (folder / INVOCATIONS_FILE).read_text().splitlines()
-        ]
         invocation_cpu = [
             r["cpu_ms"]
-            for r in reports
+            for r in read_records(folder / INVOCATIONS_FILE)
             if r.get("record") == "invocation" and not r.get("cold") and "cpu_ms" in r
         ]
     finally:

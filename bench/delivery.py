@@ -315,8 +315,9 @@ def delivered(delay_ms: int) -> dict:
 TIGHT_LOOP = 2000
 
 
-def cpu_in_process(warm: int) -> dict[str, float]:
-    """CPU per warm invocation in a tight loop (``bench.driver``), by delivery mode."""
+def cpu_in_process() -> dict[str, float]:
+    """CPU per warm invocation in a tight loop of :data:`TIGHT_LOOP` (``bench.driver``), by
+    delivery mode."""
     from bench import coldstart, driver
 
     pg = coldstart.bench_database()
@@ -344,7 +345,7 @@ def cpu_in_process(warm: int) -> dict[str, float]:
         for _ in range(3):
             for name, (module, extra) in variants.items():
                 out = subprocess.run(
-                    [sys.executable, "-m", "bench.driver", module, str(warm)],
+                    [sys.executable, "-m", "bench.driver", module, str(TIGHT_LOOP)],
                     cwd=ROOT,
                     env={**base, **extra},
                     capture_output=True,
@@ -352,7 +353,7 @@ def cpu_in_process(warm: int) -> dict[str, float]:
                     check=True,
                 ).stdout
                 result = next(r for r in driver.parse(out) if r["phase"] == "warm")
-                cpu[name].append(result["cpu_ns"] / warm / 1000)
+                cpu[name].append(result["cpu_ns"] / TIGHT_LOOP / 1000)
     finally:
         receiver.terminate()
         receiver.wait(10)
@@ -401,7 +402,7 @@ def render(
         f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "
         f"({os.cpu_count()} cores, Python {platform.python_version()}), `python -m bench.delivery "
         f"--warm {args.warm} --rounds {args.rounds} --cold-rounds {args.cold_rounds}"
-        + (f" --variants {args.variants}" if getattr(args, "variants", None) else "")
+        + (f" --variants {args.variants}" if args.variants else "")
         + (
             f" --load-seconds {args.load_seconds:g} --load-rounds {args.load_rounds}"
             if load
@@ -576,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, range(os.cpu_count() or 1))
         print("in-process CPU", file=sys.stderr)
-        cpu = cpu_in_process(TIGHT_LOOP)
+        cpu = cpu_in_process()
         if args.load_seconds > 0:
             load = under_load(args.load_seconds, args.load_rounds)
     text = render(runs, cpu, spans, load, args)

@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +52,6 @@ REPEATS = 5
 
 def _child(replaced: str, invocations: int) -> dict[str, float]:
     """Run in the measured process: set up, warm up, then time the loop."""
-    import resource
-
     from bench import driver
     from tracing import otlp
 
@@ -75,22 +74,21 @@ def _child(replaced: str, invocations: int) -> dict[str, float]:
 
     for _ in range(200):
         handler(driver.event(), driver.Context())
-    user, system = [], []
-    for _ in range(REPEATS):
+
+    def batch() -> Callable[[], None]:
         calls = [(driver.event(), driver.Context()) for _ in range(invocations)]
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        for event, context in calls:
-            handler(event, context)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        user.append((after.ru_utime - before.ru_utime) / invocations * 1e6)
-        system.append((after.ru_stime - before.ru_stime) / invocations * 1e6)
-    return {"user": statistics.median(user), "system": statistics.median(system)}
+
+        def run() -> None:
+            for event, context in calls:
+                handler(event, context)
+
+        return run
+
+    return _cpu_per_call(batch, invocations)
 
 
 def _round_trip(port: int, invocations: int) -> dict[str, float]:
     """The loopback round trip alone: one request of about three spans' size each."""
-    import resource
-
     from tracing.transport import HttpConnection
 
     body = b"\0" * 1500
@@ -101,15 +99,30 @@ def _round_trip(port: int, invocations: int) -> dict[str, float]:
     conn = HttpConnection("127.0.0.1", port)
     for _ in range(200):
         conn.request(request, time.monotonic() + 1.0)
-    user, system = [], []
-    for _ in range(REPEATS):
-        before = resource.getrusage(resource.RUSAGE_SELF)
+
+    def run() -> None:
         for _ in range(invocations):
             conn.request(request, time.monotonic() + 1.0)
+
+    try:
+        return _cpu_per_call(lambda: run, invocations)
+    finally:
+        conn.close()
+
+
+def _cpu_per_call(batch: Callable[[], Callable[[], None]], calls: int) -> dict[str, float]:
+    """User and system CPU (µs) per call, medians of :data:`REPEATS` timed runs of what
+    ``batch()`` prepares (the preparing is not timed)."""
+    import resource
+
+    user, system = [], []
+    for _ in range(REPEATS):
+        run = batch()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        run()
         after = resource.getrusage(resource.RUSAGE_SELF)
-        user.append((after.ru_utime - before.ru_utime) / invocations * 1e6)
-        system.append((after.ru_stime - before.ru_stime) / invocations * 1e6)
-    conn.close()
+        user.append((after.ru_utime - before.ru_utime) / calls * 1e6)
+        system.append((after.ru_stime - before.ru_stime) / calls * 1e6)
     return {"user": statistics.median(user), "system": statistics.median(system)}
 
 

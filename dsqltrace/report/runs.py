@@ -96,7 +96,8 @@ def read_spans(path: Path) -> list[Span]:
     return spans
 
 
-def _records(path: Path) -> Iterator[dict[str, Any]]:
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON-lines records in ``path`` (none if it does not exist)."""
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -116,12 +117,12 @@ class Run:
     @classmethod
     def load(cls, folder: Path) -> Run:
         run = cls(folder, spans=read_spans(folder / SPANS_FILE))
-        for record in _records(folder / INVOCATIONS_FILE):
+        for record in read_records(folder / INVOCATIONS_FILE):
             if record.get("record") == "environment":
                 run.environments.append(record)
             elif record.get("record") == "invocation":
                 run.invocations.append(record)
-        run.client = list(_records(folder / CLIENT_FILE))
+        run.client = list(read_records(folder / CLIENT_FILE))
         if (folder / LOAD_FILE).exists():
             run.load_summary = json.loads((folder / LOAD_FILE).read_text(encoding="utf-8"))
         return run
