@@ -259,3 +259,17 @@ def test_malformed_events_still_get_one_span(sink: InMemorySender, payload) -> N
     root = invoke(sink, payload, None)
     assert root.end_time is not None
     assert not [link for link in root.links if link.context.trace_id == 0]
+
+
+def test_events_and_results_that_are_mappings_but_not_dicts(sink: InMemorySender) -> None:
+    """Dicts take a fast path past the ABC check; any other Mapping is read the same."""
+    from types import MappingProxyType
+
+    payload = event("function-url")
+    payload["requestContext"] = MappingProxyType(
+        {**payload["requestContext"], "http": MappingProxyType(payload["requestContext"]["http"])}
+    )
+    root = invoke(sink, MappingProxyType(payload), MappingProxyType({"statusCode": 201}))
+    assert root.attributes[names.FAAS_TRIGGER] == "http"
+    assert root.attributes[names.HTTP_REQUEST_METHOD] == payload["requestContext"]["http"]["method"]
+    assert root.attributes[names.HTTP_RESPONSE_STATUS_CODE] == 201
