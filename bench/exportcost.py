@@ -19,8 +19,14 @@ A last row times the loopback round trip alone (``HttpConnection.request`` of
 a body the size of the three spans' request), as its own baseline.  Figures
 are user + system CPU per invocation from ``getrusage``, medians of five
 repetitions; they are ratios of one run, not absolute truths (this machine is
-noisy).  The CPU an invocation costs inside a busy process, its caches cold
-after a database round trip, is higher: ``bench.delivery`` measures that.
+noisy).
+
+The same code costs more after a wait than hot: a second table times one span
+(started as the current span, then ended) with nothing inside it, around a
+loopback round trip, and around an ``INSERT`` into PostgreSQL (the benchmarks'
+embedded server), each against the same wait without the span.  That is why
+an invocation inside a busy process, its caches cold after a database round
+trip, costs more than these rows: ``bench.delivery`` measures that.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ ROWS: list[tuple[str, dict[str, str], str]] = [
     ("+ sending: the full inline export", {}, ""),
 ]
 REPEATS = 5
+#: Back-to-back pairs (the wait without, then with the span) per row of the second table.
+WAIT_PAIRS = 15
 
 
 def _child(replaced: str, invocations: int) -> dict[str, float]:
@@ -158,6 +166,99 @@ def measure(invocations: int) -> list[tuple[str, dict[str, float]]]:
     return results
 
 
+def _wait_child(port: int, database_url: str, calls: int) -> list[tuple[str, float, float, float]]:
+    """Run in the measured process: each wait's CPU per call without and with a span
+    around it, and the span's (the median difference of back-to-back pairs)."""
+    import resource
+    import uuid
+
+    import psycopg
+    from opentelemetry import trace
+
+    from tracing import setup_tracing
+    from tracing.transport import HttpConnection
+
+    setup_tracing()
+    tracer = trace.get_tracer("bench.exportcost")
+    body = b"\0" * 1500
+    request = (
+        b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    http = HttpConnection("127.0.0.1", port)
+    db = psycopg.connect(database_url, autocommit=True)
+    insert = "INSERT INTO bench_todos (id, name) VALUES (%s, %s)"
+    waits: list[tuple[str, Callable[[], object]]] = [
+        ("nothing", lambda: None),
+        ("a loopback HTTP round trip", lambda: http.request(request, time.monotonic() + 1.0)),
+        ("an INSERT into PostgreSQL", lambda: db.execute(insert, (uuid.uuid4(), "bench"))),
+    ]
+
+    def loop(wait: Callable[[], object], spanned: bool) -> Callable[[], Callable[[], None]]:
+        def run() -> None:
+            if spanned:
+                for _ in range(calls):
+                    with tracer.start_as_current_span("bench"):
+                        wait()
+            else:
+                for _ in range(calls):
+                    wait()
+
+        return lambda: run
+
+    def cpu_per_call(run: Callable[[], None]) -> float:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        run()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        spent = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        return spent / calls * 1e6
+
+    rows = []
+    for label, wait in waits:
+        bare, spanned = loop(wait, False)(), loop(wait, True)()
+        bare(), spanned()  # warm up
+        pairs = [(cpu_per_call(bare), cpu_per_call(spanned)) for _ in range(WAIT_PAIRS)]
+        rows.append(
+            (
+                label,
+                statistics.median(b for b, _ in pairs),
+                statistics.median(s for _, s in pairs),
+                statistics.median(s - b for b, s in pairs),
+            )
+        )
+    http.close()
+    db.close()
+    return rows
+
+
+def measure_waits(calls: int) -> list[tuple[str, float, float, float]]:
+    """One span's CPU hot and after each wait, in a fresh process."""
+    from bench import coldstart
+    from bench.delivery import _receiver
+
+    pg = coldstart.bench_database()
+    receiver, port = _receiver(0)
+    try:
+        env = {
+            **coldstart.base_env(pg.url(), f"http://127.0.0.1:{port}"),
+            "OTEL_TRACES_EXPORTER": "none",
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.exportcost", "--wait-child", str(port), str(calls)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+        pg.stop()
+    rows = json.loads(out.strip().splitlines()[-1])
+    return [(str(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in rows]
+
+
 def render(results: list[tuple[str, dict[str, float]]], invocations: int) -> str:
     lines = [
         f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "
@@ -181,16 +282,37 @@ def render(results: list[tuple[str, dict[str, float]]], invocations: int) -> str
     return "\n".join(lines)
 
 
+def render_waits(rows: list[tuple[str, float, float, float]], calls: int) -> str:
+    lines = [
+        f"One span (started as the current span, then ended) around a wait: {WAIT_PAIRS} "
+        f"back-to-back pairs of {calls} calls, the wait without the span then with it, one "
+        "process; medians, the span's CPU the median of the pairs' differences:",
+        "",
+        "| inside the span | the wait alone (µs) | with the span (µs) | the span (µs) |",
+        "|---|---|---|---|",
+    ]
+    for label, bare, with_span, span in rows:
+        lines.append(f"| {label} | {bare:.1f} | {with_span:.1f} | {span:+.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--invocations", type=int, default=5000)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--child", nargs=2, metavar=("REPLACED", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--wait-child", nargs=2, metavar=("PORT", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(args.child[0], int(args.child[1]))))
         return 0
+    if args.wait_child:
+        port, calls = (int(v) for v in args.wait_child)
+        print(json.dumps(_wait_child(port, os.environ["DATABASE_URL"], calls)))
+        return 0
     text = render(measure(args.invocations), args.invocations)
+    calls = min(args.invocations, 1000)
+    text += "\n\n" + render_waits(measure_waits(calls), calls)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("# Where an invocation's tracing CPU goes\n\n" + text + "\n")
     print(text + f"\n\nwritten to {args.out}")
