@@ -118,20 +118,27 @@ def _round_trip(port: int, invocations: int) -> dict[str, float]:
         conn.close()
 
 
+def _cpu_of(run: Callable[[], None], calls: int) -> tuple[float, float]:
+    """User and system CPU (µs) per call of one timed ``run()`` of ``calls`` calls."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    run()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (
+        (after.ru_utime - before.ru_utime) / calls * 1e6,
+        (after.ru_stime - before.ru_stime) / calls * 1e6,
+    )
+
+
 def _cpu_per_call(batch: Callable[[], Callable[[], None]], calls: int) -> dict[str, float]:
     """User and system CPU (µs) per call, medians of :data:`REPEATS` timed runs of what
     ``batch()`` prepares (the preparing is not timed)."""
-    import resource
-
-    user, system = [], []
-    for _ in range(REPEATS):
-        run = batch()
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        run()
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        user.append((after.ru_utime - before.ru_utime) / calls * 1e6)
-        system.append((after.ru_stime - before.ru_stime) / calls * 1e6)
-    return {"user": statistics.median(user), "system": statistics.median(system)}
+    runs = [_cpu_of(batch(), calls) for _ in range(REPEATS)]
+    return {
+        "user": statistics.median(u for u, _ in runs),
+        "system": statistics.median(s for _, s in runs),
+    }
 
 
 def measure(invocations: int) -> list[tuple[str, dict[str, float]]]:
@@ -169,7 +176,6 @@ def measure(invocations: int) -> list[tuple[str, dict[str, float]]]:
 def _wait_child(port: int, database_url: str, calls: int) -> list[tuple[str, float, float, float]]:
     """Run in the measured process: each wait's CPU per call without and with a span
     around it, and the span's (the median difference of back-to-back pairs)."""
-    import resource
     import uuid
 
     import psycopg
@@ -194,7 +200,7 @@ def _wait_child(port: int, database_url: str, calls: int) -> list[tuple[str, flo
         ("an INSERT into PostgreSQL", lambda: db.execute(insert, (uuid.uuid4(), "bench"))),
     ]
 
-    def loop(wait: Callable[[], object], spanned: bool) -> Callable[[], Callable[[], None]]:
+    def loop(wait: Callable[[], object], spanned: bool) -> Callable[[], None]:
         def run() -> None:
             if spanned:
                 for _ in range(calls):
@@ -204,20 +210,16 @@ def _wait_child(port: int, database_url: str, calls: int) -> list[tuple[str, flo
                 for _ in range(calls):
                     wait()
 
-        return lambda: run
+        return run
 
-    def cpu_per_call(run: Callable[[], None]) -> float:
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        run()
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        spent = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-        return spent / calls * 1e6
+    def cpu(run: Callable[[], None]) -> float:
+        return sum(_cpu_of(run, calls))
 
     rows = []
     for label, wait in waits:
-        bare, spanned = loop(wait, False)(), loop(wait, True)()
+        bare, spanned = loop(wait, False), loop(wait, True)
         bare(), spanned()  # warm up
-        pairs = [(cpu_per_call(bare), cpu_per_call(spanned)) for _ in range(WAIT_PAIRS)]
+        pairs = [(cpu(bare), cpu(spanned)) for _ in range(WAIT_PAIRS)]
         rows.append(
             (
                 label,
