@@ -1,7 +1,8 @@
 """What delivery costs the caller and the bill, per mode, through the emulator, in one run.
 
-    python -m bench.delivery [--warm 200] [--rounds 3] [--cold-rounds 15] [--load-seconds 20]
-                             [--out bench/results/delivery.md]      # or: make delivery
+    python -m bench.delivery [--warm 200] [--rounds 3] [--cold-rounds 15] [--gap-ms 22]
+                             [--load-seconds 20] [--out bench/results/delivery.md]
+                             # or: make delivery
 
 The same handler (``bench/apps/emulated.py``: three spans around 2 ms of
 waiting) runs in the emulator as four functions: untraced
@@ -15,8 +16,10 @@ invocation, since its workers share one environment).  Each is run at 1,769
 MB (one full vCPU) and at 256 MB (a seventh of one: CPU-limited per
 environment, as in Lambda), against a
 receiver that answers at once (as the Datadog extension does) and one that
-takes 20 ms.  Warm requests alternate between the functions in rounds; every
-figure is a median, or a percentile, of the caller's own timings or of the
+takes 20 ms.  Warm requests alternate between the functions in rounds, each
+at least ``--gap-ms`` after the previous response (as long as the slow
+receiver takes, whichever receiver is used: every request follows the same
+idle time); every figure is a median, or a percentile, of the caller's own timings or of the
 emulator's REPORT records, and "added" is traced minus untraced in the same
 run:
 
@@ -67,6 +70,9 @@ VARIANTS = {
 #: are not CPU-limited: Managed Instances run on the instance's own vCPUs).
 CONCURRENCY = {"background": 2}
 RECEIVERS = {"at once": 0, "20 ms": 20}
+#: The least time from one warm response to the next request, by default: the slowest
+#: receiver's delay and 2 ms, so that every request follows the same idle time.
+GAP_MS = max(RECEIVERS.values()) + 2
 MEMORY = (1769, 256)
 #: Where the functions and the receiver run (their own CPU, as in Lambda, where the
 #: front end never shares the function's CPU and an extension such as Datadog's
@@ -193,7 +199,9 @@ async def _timed(client: Any, url: str) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def warm_and_cold(memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_rounds: int) -> dict:
+def warm_and_cold(
+    memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_rounds: int, gap_ms: float
+) -> dict:
     """Caller latency (warm, cold) and REPORT records for each variant's function."""
     receiver, port = _receiver(delay_ms)
     records = Path(tempfile.mkstemp(suffix=".jsonl")[1])
@@ -209,13 +217,24 @@ def warm_and_cold(memory_mb: int, delay_ms: int, warm: int, rounds: int, cold_ro
         created = {name: emulator.functions[name].created for name in VARIANTS}
         # Warm means a frozen environment waits for the request: each request is sent
         # once the previous one's environment is idle again (its extension called
-        # `next`), and the functions take turns request by request.
+        # `next`), and the functions take turns request by request.  Every request
+        # also comes at least `gap_ms` after the previous response, with either
+        # receiver: else only the requests after a slow after-response delivery would
+        # follow a long idle time, and in this order the traced function's would then
+        # find its own process just run, the untraced one's a process frozen since
+        # (untraced p50 3.41 ms with the 20 ms receiver against 3.08 with the other,
+        # when requests went out as soon as the environment was idle; 2026-12-03).
+        gap_s = gap_ms / 1000
         for r in range(rounds):
             for i in range(warm):
                 order = list(VARIANTS) if (r + i) % 2 == 0 else list(reversed(VARIANTS))
                 for name in order:
                     caller[name].append(await _timed(client, f"{url}/{name}/todos"))
+                    answered = time.perf_counter()
                     await _settled(emulator.functions[name])
+                    pause = gap_s - (time.perf_counter() - answered)
+                    if pause > 0:
+                        await asyncio.sleep(pause)
         for name in VARIANTS:
             extra_cold[name] = emulator.functions[name].created - created[name]
         for r in range(cold_rounds):
@@ -402,6 +421,7 @@ def render(
         f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "
         f"({os.cpu_count()} cores, Python {platform.python_version()}), `python -m bench.delivery "
         f"--warm {args.warm} --rounds {args.rounds} --cold-rounds {args.cold_rounds}"
+        + f" --gap-ms {args.gap_ms:g}"
         + (f" --variants {args.variants}" if args.variants else "")
         + (
             f" --load-seconds {args.load_seconds:g} --load-rounds {args.load_rounds}"
@@ -539,6 +559,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold-rounds", type=int, default=15)
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=GAP_MS,
+        help="least time from a warm response to the next request (default: %(default)s)",
+    )
     parser.add_argument("--load-seconds", type=float, default=20.0, help="0: no load runs")
     parser.add_argument("--load-rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -566,7 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     for memory in MEMORY:
         for label, delay in RECEIVERS.items():
             print(f"emulator: {memory} MB, receiver {label}", file=sys.stderr)
-            runs.append(warm_and_cold(memory, delay, args.warm, args.rounds, args.cold_rounds))
+            runs.append(
+                warm_and_cold(memory, delay, args.warm, args.rounds, args.cold_rounds, args.gap_ms)
+            )
     spans: list[dict] = []
     cpu: dict[str, float] = {}
     load: list[dict] = []
