@@ -16,7 +16,7 @@ import pytest
 from dsqltrace.app import ROOT
 from dsqltrace.emulator.function import FunctionConfig
 from dsqltrace.emulator.server import Emulator, Route
-from tests.support import eventually_async, process_stopped
+from tests.support import eventually, eventually_async, process_stopped
 
 
 def run_emulator(
@@ -204,6 +204,57 @@ def test_stop_leaves_no_process_behind() -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+_KILLED_EMULATOR = """
+import asyncio, io
+import httpx
+from dsqltrace.app import ROOT
+from dsqltrace.emulator.function import FunctionConfig
+from dsqltrace.emulator.server import Emulator, Route
+
+async def main():
+    function = FunctionConfig("fn", "tests.apps.emulated.echo")
+    emulator = Emulator([function], [Route(frozenset(), "/", "fn")], task_root=ROOT, log=io.StringIO())
+    port = await emulator.start()
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(f"http://127.0.0.1:{port}/")
+    print(response.headers["x-pid"], flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie not yet reaped counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_a_killed_emulator_leaves_no_environment_behind() -> None:
+    """SIGKILL to the emulator's process takes its environments along, frozen ones too
+    (a stopped process would otherwise stay stopped forever)."""
+    import subprocess
+    import sys
+
+    emulator = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_EMULATOR],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert emulator.stdout is not None
+        pid = int(emulator.stdout.readline())
+        eventually(lambda: process_stopped(pid), timeout=5)  # frozen after its response
+    finally:
+        emulator.kill()
+        emulator.wait(10)
+    assert eventually(lambda: _gone(pid), timeout=5)
 
 
 def test_load_runner_signs_with_sigv4_and_the_url_sees_the_caller(monkeypatch) -> None:

@@ -184,6 +184,8 @@ class Environment:
         self.extensions: dict[str, _Extension] = {}
         self._runtime_waiting = False
         self._runtime_called_next = False
+        #: The process that starts the runtime (its child must die with it).
+        self._emulator_pid = os.getpid()
 
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -203,7 +205,7 @@ class Environment:
             # line limit is 64 KiB.
             limit=1024 * 1024,
             start_new_session=True,
-            preexec_fn=self._enter if self.limits is not None or self.cpus else None,
+            preexec_fn=self._enter,
         )
         self._tasks = [
             asyncio.ensure_future(self._pump_output()),
@@ -211,7 +213,9 @@ class Environment:
         ]
 
     def _enter(self) -> None:
-        """In the runtime's process, before exec: its cgroups and its CPUs."""
+        """In the runtime's process, before exec: its death with the emulator, its cgroups
+        and its CPUs."""
+        _die_with_parent(self._emulator_pid)
         if self.limits is not None:
             self.limits.enter()
         if self.cpus:
@@ -523,6 +527,32 @@ class Environment:
             invocation.cpu_ns = self.limits.cpu_ns()
         self._tell_extensions(invocation)
         return invocation.next_response()
+
+
+#: ``prctl`` (Linux), looked up once in the emulator: a child between fork and exec must
+#: not import anything.  None elsewhere.
+_PRCTL: Callable[..., int] | None = None
+_PR_SET_PDEATHSIG = 1
+if sys.platform.startswith("linux"):
+    try:
+        import ctypes
+
+        _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        _PRCTL = None
+
+
+def _die_with_parent(emulator_pid: int) -> None:
+    """In a child before exec: be killed when the emulator's thread that started it ends.
+
+    Else an emulator killed with SIGKILL (or any signal it does not handle) would leave
+    its environments behind, and a frozen one stays stopped for good.  SnapStart
+    restores are forked by their template, not by the emulator: this does not reach them.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != emulator_pid:  # the emulator died before the call
+            os._exit(1)
 
 
 def _error(status: int, kind: str, message: str) -> HttpResponse:
