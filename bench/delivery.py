@@ -19,9 +19,9 @@ receiver that answers at once (as the Datadog extension does) and one that
 takes 20 ms.  Warm requests alternate between the functions in rounds, each
 at least ``--gap-ms`` after the previous response (as long as the slow
 receiver takes, whichever receiver is used: every request follows the same
-idle time); every figure is a median, or a percentile, of the caller's own timings or of the
-emulator's REPORT records, and "added" is traced minus untraced in the same
-run:
+idle time); every figure is a median, or a percentile, of the caller's own
+timings or of the emulator's REPORT records, and "added" is traced minus
+untraced in the same run:
 
 - caller-visible latency (the client's timing of the Function URL);
 - cold start: the first response of a new environment, paired median;
@@ -220,10 +220,7 @@ def warm_and_cold(
         # `next`), and the functions take turns request by request.  Every request
         # also comes at least `gap_ms` after the previous response, with either
         # receiver: else only the requests after a slow after-response delivery would
-        # follow a long idle time, and in this order the traced function's would then
-        # find its own process just run, the untraced one's a process frozen since
-        # (untraced p50 3.41 ms with the 20 ms receiver against 3.08 with the other,
-        # when requests went out as soon as the environment was idle; 2026-12-03).
+        # follow a long idle time (docs/delivery.md, "Warm").
         gap_s = gap_ms / 1000
         for r in range(rounds):
             for i in range(warm):

@@ -95,15 +95,20 @@ def _child(replaced: str, invocations: int) -> dict[str, float]:
     return _cpu_per_call(batch, invocations)
 
 
+def _loopback_request() -> bytes:
+    """An OTLP POST with a body the size of the three spans' request (1,500 bytes)."""
+    body = b"\0" * 1500
+    return (
+        b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+
+
 def _round_trip(port: int, invocations: int) -> dict[str, float]:
     """The loopback round trip alone: one request of about three spans' size each."""
     from tracing.transport import HttpConnection
 
-    body = b"\0" * 1500
-    request = (
-        b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    )
+    request = _loopback_request()
     conn = HttpConnection("127.0.0.1", port)
     for _ in range(200):
         conn.request(request, time.monotonic() + 1.0)
@@ -186,11 +191,7 @@ def _wait_child(port: int, database_url: str, calls: int) -> list[tuple[str, flo
 
     setup_tracing()
     tracer = trace.get_tracer("bench.exportcost")
-    body = b"\0" * 1500
-    request = (
-        b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    )
+    request = _loopback_request()
     http = HttpConnection("127.0.0.1", port)
     db = psycopg.connect(database_url, autocommit=True)
     insert = "INSERT INTO bench_todos (id, name) VALUES (%s, %s)"
@@ -218,7 +219,8 @@ def _wait_child(port: int, database_url: str, calls: int) -> list[tuple[str, flo
     rows = []
     for label, wait in waits:
         bare, spanned = loop(wait, False), loop(wait, True)
-        bare(), spanned()  # warm up
+        bare()  # warm up
+        spanned()
         pairs = [(cpu(bare), cpu(spanned)) for _ in range(WAIT_PAIRS)]
         rows.append(
             (

@@ -65,15 +65,29 @@ async def eventually_async(
         await asyncio.sleep(interval)
 
 
-def process_stopped(pid: int) -> bool:
-    """True when every thread of process ``pid`` is stopped (SIGSTOP: state ``T``)."""
+def _thread_states(pid: int) -> list[str]:
+    """The state letter of each thread of process ``pid`` (``/proc``); [] once it is gone."""
     from pathlib import Path
 
     states = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        stat = (task / "stat").read_text()
-        states.append(stat.rsplit(")", 1)[1].split()[0])
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            stat = (task / "stat").read_text()
+            states.append(stat.rsplit(")", 1)[1].split()[0])
+    except FileNotFoundError:
+        return []
+    return states
+
+
+def process_stopped(pid: int) -> bool:
+    """True when every thread of process ``pid`` is stopped (SIGSTOP: state ``T``)."""
+    states = _thread_states(pid)
     return bool(states) and all(s in ("T", "t") for s in states)
+
+
+def process_exited(pid: int) -> bool:
+    """True once process ``pid`` has exited (a zombie not yet reaped counts as exited)."""
+    return all(s in ("Z", "X") for s in _thread_states(pid))
 
 
 def assert_sigv4(

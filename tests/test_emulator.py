@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import time
@@ -16,7 +17,7 @@ import pytest
 from dsqltrace.app import ROOT
 from dsqltrace.emulator.function import FunctionConfig
 from dsqltrace.emulator.server import Emulator, Route
-from tests.support import eventually, eventually_async, process_stopped
+from tests.support import eventually, eventually_async, process_exited, process_stopped
 
 
 def run_emulator(
@@ -226,18 +227,10 @@ asyncio.run(main())
 """
 
 
-def _gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie not yet reaped counts as exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
 def test_a_killed_emulator_leaves_no_environment_behind() -> None:
     """SIGKILL to the emulator's process takes its environments along, frozen ones too
     (a stopped process would otherwise stay stopped forever)."""
+    import select
     import subprocess
     import sys
 
@@ -247,14 +240,35 @@ def test_a_killed_emulator_leaves_no_environment_behind() -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
+    cgroups: list[Path] = []
     try:
         assert emulator.stdout is not None
+        ready, _, _ = select.select([emulator.stdout], [], [], 30)
+        assert ready, "the emulator did not answer its first request within 30 s"
         pid = int(emulator.stdout.readline())
         eventually(lambda: process_stopped(pid), timeout=5)  # frozen after its response
+        cgroups = _own_cgroups(pid)
     finally:
         emulator.kill()
         emulator.wait(10)
-    assert eventually(lambda: _gone(pid), timeout=5)
+    try:
+        assert eventually(lambda: process_exited(pid), timeout=5)
+    finally:
+        for folder in cgroups:  # a killed emulator cannot remove them
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _own_cgroups(pid: int) -> list[Path]:
+    """The emulator's cgroup v1 folders that process ``pid`` is in."""
+    folders = []
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            folder = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+            if "/dsqltrace/" in f"{folder}/" and folder.is_dir():
+                folders.append(folder)
+    return folders
 
 
 def test_load_runner_signs_with_sigv4_and_the_url_sees_the_caller(monkeypatch) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -184,8 +185,6 @@ class Environment:
         self.extensions: dict[str, _Extension] = {}
         self._runtime_waiting = False
         self._runtime_called_next = False
-        #: The process that starts the runtime (its child must die with it).
-        self._emulator_pid = os.getpid()
 
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -194,6 +193,8 @@ class Environment:
         env = dict(self._env)
         env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{bound_port(self._server)}"
         env.update(self._extra_env())
+        # Looked up here: between fork and exec the child must not import anything.
+        prctl, emulator_pid = _prctl(), os.getpid()
         self.process = await asyncio.create_subprocess_exec(
             *self._argv(),
             env=env,
@@ -205,17 +206,17 @@ class Environment:
             # line limit is 64 KiB.
             limit=1024 * 1024,
             start_new_session=True,
-            preexec_fn=self._enter,
+            preexec_fn=lambda: self._enter(prctl, emulator_pid),
         )
         self._tasks = [
             asyncio.ensure_future(self._pump_output()),
             asyncio.ensure_future(self._watch_exit()),
         ]
 
-    def _enter(self) -> None:
+    def _enter(self, prctl: Callable[..., int] | None, emulator_pid: int) -> None:
         """In the runtime's process, before exec: its death with the emulator, its cgroups
         and its CPUs."""
-        _die_with_parent(self._emulator_pid)
+        _die_with_parent(prctl, emulator_pid)
         if self.limits is not None:
             self.limits.enter()
         if self.cpus:
@@ -529,28 +530,31 @@ class Environment:
         return invocation.next_response()
 
 
-#: ``prctl`` (Linux), looked up once in the emulator: a child between fork and exec must
-#: not import anything.  None elsewhere.
-_PRCTL: Callable[..., int] | None = None
 _PR_SET_PDEATHSIG = 1
-if sys.platform.startswith("linux"):
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        _PRCTL = None
+        return None
 
 
-def _die_with_parent(emulator_pid: int) -> None:
+def _die_with_parent(prctl: Callable[..., int] | None, emulator_pid: int) -> None:
     """In a child before exec: be killed when the emulator's thread that started it ends.
 
     Else an emulator killed with SIGKILL (or any signal it does not handle) would leave
     its environments behind, and a frozen one stays stopped for good.  SnapStart
     restores are forked by their template, not by the emulator: this does not reach them.
     """
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != emulator_pid:  # the emulator died before the call
             os._exit(1)
 
